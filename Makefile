@@ -1,0 +1,34 @@
+# FHAvatar: `make demo` and `make test` are the two set-up commands (README.md).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+# The checkout is put on the path rather than installed, so one cached environment serves every clone.
+export PYTHONPATH := $(CURDIR)
+export HF_HUB_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export GRADIO_ANALYTICS_ENABLED := False
+OUT ?= out
+
+.PHONY: venv demo test test-all lint bench clean
+
+venv:
+	@bash scripts/ensure_venv.sh
+
+demo: venv
+	$(PY) -m fhavatar.demo --out $(OUT)
+
+test: venv
+	$(PY) -m pytest -q
+
+# Also run the `slow` tests.
+test-all: venv
+	$(PY) -m pytest -q --runslow
+
+lint: venv
+	$(PY) -m ruff check fhavatar training tests benchmarks app.py
+
+bench: venv
+	$(PY) benchmarks/render_bench.py
+
+clean:
+	rm -rf $(OUT) .pytest_cache

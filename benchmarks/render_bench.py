@@ -1,0 +1,135 @@
+"""Renderer benchmark: a head-sized scene of 78K Gaussians at 512x512.
+
+Prints median milliseconds / FPS for forward and forward+backward renders on the CPU (and on CUDA when
+present), the peak resident memory, and gsplat's pure-PyTorch reference projection path
+(`gsplat.cuda._torch_impl`, the only part of gsplat that runs on a CPU) as the baseline ratio.
+
+    python benchmarks/render_bench.py [--gaussians 78000] [--size 512] [--repeats 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+
+import torch
+
+from fhavatar.rendering import Camera, Gaussians, render_gaussians
+from fhavatar.rendering.rasterize import project_gaussians
+from fhavatar.rendering.synthetic import synthetic_head
+
+
+def _median_ms(fn, repeats: int, sync=lambda: None) -> float:
+    fn()
+    sync()  # warm-up (numba compilation, allocator)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _row(name: str, ms: float, baseline: float | None = None) -> str:
+    ratio = f"  ({baseline / ms:5.1f}x faster than baseline)" if baseline else ""
+    return f"  {name:<44s} {ms:9.1f} ms  {1000 / ms:7.1f} FPS{ratio}"
+
+
+def bench_device(head: Gaussians, camera: Camera, size: int, repeats: int, device: str) -> dict[str, float]:
+    head = head.to(device)
+    camera = camera.to(device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    bg = torch.ones(3, device=device)
+
+    def forward():
+        with torch.no_grad():
+            render_gaussians(head, camera, size, size, background=bg)
+
+    leaves = {k: getattr(head, k).clone().requires_grad_() for k in ("means", "quats", "scales", "opacities", "colors")}
+
+    def forward_backward():
+        out = render_gaussians(Gaussians(**leaves), camera, size, size, background=bg)
+        (out.image.mean() + out.alpha.mean()).backward()
+        for v in leaves.values():
+            v.grad = None
+
+    return {"forward": _median_ms(forward, repeats, sync), "forward+backward": _median_ms(forward_backward, repeats, sync)}
+
+
+def bench_projection(head: Gaussians, camera: Camera, size: int, repeats: int) -> dict[str, float]:
+    """Projection alone: ours (used by the CPU path) and gsplat's pure-torch reference implementation."""
+    from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci
+
+    k = camera.pixel_intrinsics(size, size)
+    viewmats = camera.world2cam
+
+    def gsplat_ref(requires_grad: bool):
+        means = head.means.clone().requires_grad_(requires_grad)
+        covars, _ = _quat_scale_to_covar_preci(head.quats, head.scales, compute_preci=False, triu=False)
+        radii, means2d, depths, conics, _ = _fully_fused_projection(means, covars, viewmats, k, size, size)
+        if requires_grad:
+            (means2d.sum() + conics.sum() + depths.sum()).backward()
+
+    def ours(requires_grad: bool):
+        means = head.means.clone().requires_grad_(requires_grad)
+        g = Gaussians(means=means, quats=head.quats, scales=head.scales, opacities=head.opacities, colors=head.colors)
+        p = project_gaussians(g.means, g.covariances(), g.opacities, viewmats, k, size, size)
+        if requires_grad:
+            (p.means2d.sum() + p.conics.sum() + p.depths.sum()).backward()
+
+    return {
+        "gsplat torch projection": _median_ms(lambda: gsplat_ref(False), repeats),
+        "gsplat torch projection fwd+bwd": _median_ms(lambda: gsplat_ref(True), repeats),
+        "ours projection": _median_ms(lambda: ours(False), repeats),
+        "ours projection fwd+bwd": _median_ms(lambda: ours(True), repeats),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gaussians", type=int, default=78_000)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+
+    head = synthetic_head(args.gaussians, generator=torch.Generator().manual_seed(0))
+    camera = Camera.orbit(8, elevation_deg=10.0)[1:2]  # a three-quarter view: face, hair and neck visible
+    rss_before = _peak_rss_mb()
+    print(f"scene: {len(head)} Gaussians, {args.size}x{args.size}, torch threads={torch.get_num_threads()}")
+
+    cpu = bench_device(head, camera, args.size, args.repeats, "cpu")
+    proj = bench_projection(head, camera, args.size, args.repeats)
+    print("CPU (fhavatar rasterizer):")
+    for name, ms in cpu.items():
+        print(_row(name, ms))
+    print("CPU projection step (baseline: gsplat's pure-torch reference path):")
+    print(_row("gsplat torch projection", proj["gsplat torch projection"]))
+    print(_row("ours projection", proj["ours projection"], proj["gsplat torch projection"]))
+    print(_row("gsplat torch projection fwd+bwd", proj["gsplat torch projection fwd+bwd"]))
+    print(_row("ours projection fwd+bwd", proj["ours projection fwd+bwd"], proj["gsplat torch projection fwd+bwd"]))
+    print(
+        f"  full CPU render forward / gsplat torch projection alone: "
+        f"{cpu['forward'] / proj['gsplat torch projection']:.2f}x"
+    )
+    print(f"peak resident memory: {_peak_rss_mb():.0f} MB (process), +{_peak_rss_mb() - rss_before:.0f} MB while rendering")
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        gpu = bench_device(head, camera, args.size, args.repeats, "cuda")
+        print(f"CUDA (gsplat) on {torch.cuda.get_device_name()}:")
+        for name, ms in gpu.items():
+            print(_row(name, ms))
+        print(f"  peak CUDA memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MB")
+    else:
+        print("CUDA: not available on this machine (skipped)")
+
+
+if __name__ == "__main__":
+    main()

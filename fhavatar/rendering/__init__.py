@@ -1,0 +1,16 @@
+"""Gaussians, cameras and the one rasterizer entry point of FHAvatar."""
+
+from .cameras import PANOHEAD_FOCAL, PANOHEAD_RADIUS, Camera
+from .gaussians import Gaussians, quat_to_rotmat
+from .rasterize import RenderOutput, project_gaussians, render_gaussians
+
+__all__ = [
+    "Camera",
+    "Gaussians",
+    "PANOHEAD_FOCAL",
+    "PANOHEAD_RADIUS",
+    "RenderOutput",
+    "project_gaussians",
+    "quat_to_rotmat",
+    "render_gaussians",
+]

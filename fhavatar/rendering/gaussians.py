@@ -1,0 +1,166 @@
+"""The `Gaussians` container: one set of 3D Gaussian primitives in head space."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["Gaussians"]
+
+
+def _check_finite(name: str, value: Tensor) -> None:
+    if not torch.isfinite(value).all():
+        bad = (~torch.isfinite(value)).sum().item()
+        raise ValueError(f"Gaussians.{name} must be finite, but it holds {bad} NaN/inf value(s).")
+
+
+@dataclass
+class Gaussians:
+    """A set of N 3D Gaussians (paper §A, 3DGS).
+
+    Args:
+        means (`Tensor` of shape `[N, 3]`): centres in head space.
+        quats (`Tensor` of shape `[N, 4]`): rotations as quaternions `(w, x, y, z)`; they need not be
+            normalised (the renderer normalises them), but must not be zero.
+        scales (`Tensor` of shape `[N, 3]`): standard deviations along the rotated axes (linear, > 0).
+        opacities (`Tensor` of shape `[N]`): opacities in `[0, 1]`.
+        colors (`Tensor` of shape `[N, C]`): per-Gaussian colour (`C = 3` for RGB in `[0, 1]`).
+
+    The constructor validates shapes, dtypes and values and raises `ValueError` naming the field.
+
+    Example:
+        ```py
+        >>> import torch
+        >>> from fhavatar.rendering import Gaussians
+        >>> g = Gaussians(means=torch.zeros(2, 3), quats=torch.tensor([[1.0, 0, 0, 0]] * 2),
+        ...               scales=torch.full((2, 3), 0.01), opacities=torch.ones(2), colors=torch.rand(2, 3))
+        >>> len(g)
+        2
+        ```
+    """
+
+    means: Tensor  # [N, 3]
+    quats: Tensor  # [N, 4]
+    scales: Tensor  # [N, 3]
+    opacities: Tensor  # [N]
+    colors: Tensor  # [N, C]
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, check_values: bool = True) -> None:
+        """Check shapes, dtypes, devices and (optionally) values; raise `ValueError` on the first problem."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, Tensor):
+                raise TypeError(f"Gaussians.{f.name} must be a torch.Tensor, got {type(value).__name__}.")
+            if not value.is_floating_point():
+                raise ValueError(f"Gaussians.{f.name} must be a floating-point tensor, got dtype {value.dtype}.")
+        n = self.means.shape[0] if self.means.dim() == 2 else -1
+        expected = {"means": (n, 3), "quats": (n, 4), "scales": (n, 3), "opacities": (n,)}
+        if self.means.dim() != 2 or self.means.shape[1] != 3:
+            raise ValueError(f"Gaussians.means must have shape [N, 3], got {list(self.means.shape)}.")
+        for name, shape in expected.items():
+            got = tuple(getattr(self, name).shape)
+            if got != shape:
+                raise ValueError(
+                    f"Gaussians.{name} must have shape {list(shape)} (N={n} from means), got {list(got)}."
+                )
+        if self.colors.dim() != 2 or self.colors.shape[0] != n or self.colors.shape[1] < 1:
+            raise ValueError(f"Gaussians.colors must have shape [N, C] with N={n}, got {list(self.colors.shape)}.")
+        device = self.means.device
+        for f in fields(self):
+            if getattr(self, f.name).device != device:
+                raise ValueError(
+                    f"Gaussians.{f.name} is on {getattr(self, f.name).device} but means is on {device}; "
+                    "move all fields to one device (Gaussians.to(device))."
+                )
+        if not check_values or n == 0:
+            return
+        with torch.no_grad():
+            for f in fields(self):
+                _check_finite(f.name, getattr(self, f.name))
+            if (self.scales <= 0).any():
+                raise ValueError(
+                    f"Gaussians.scales must be positive (linear standard deviations), but the smallest is "
+                    f"{self.scales.min().item():.3g}; apply exp() to log-scales first."
+                )
+            if (self.opacities < 0).any() or (self.opacities > 1).any():
+                raise ValueError(
+                    f"Gaussians.opacities must lie in [0, 1], got range "
+                    f"[{self.opacities.min().item():.3g}, {self.opacities.max().item():.3g}]; apply sigmoid() to logits first."
+                )
+            if (self.quats.norm(dim=-1) < 1e-12).any():
+                raise ValueError("Gaussians.quats contains zero quaternions; each row must be a non-zero (w, x, y, z).")
+
+    # ------------------------------------------------------------------ container protocol
+    def __len__(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def num_channels(self) -> int:
+        """Number of colour channels C."""
+        return self.colors.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.means.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.means.dtype
+
+    def _map(self, fn) -> "Gaussians":
+        return Gaussians(**{f.name: fn(getattr(self, f.name)) for f in fields(self)})
+
+    def __getitem__(self, index) -> "Gaussians":
+        """Select Gaussians with an int, slice, index tensor or boolean mask over N."""
+        if isinstance(index, int):
+            index = slice(index, index + 1 if index != -1 else None)
+        return self._map(lambda t: t[index])
+
+    def to(self, *args, **kwargs) -> "Gaussians":
+        """`Tensor.to` applied to every field (device and/or dtype)."""
+        return self._map(lambda t: t.to(*args, **kwargs))
+
+    def detach(self) -> "Gaussians":
+        return self._map(lambda t: t.detach())
+
+    def clone(self) -> "Gaussians":
+        return self._map(lambda t: t.clone())
+
+    @staticmethod
+    def cat(items: Sequence["Gaussians"]) -> "Gaussians":
+        """Concatenate several sets along N (they must share device and channel count)."""
+        items = list(items)
+        if not items:
+            raise ValueError("Gaussians.cat needs at least one Gaussians object, got an empty sequence.")
+        channels = {g.num_channels for g in items}
+        if len(channels) != 1:
+            raise ValueError(f"Gaussians.cat needs one colour channel count, got {sorted(channels)}.")
+        return Gaussians(**{f.name: torch.cat([getattr(g, f.name) for g in items]) for f in fields(Gaussians)})
+
+    # ------------------------------------------------------------------ geometry
+    def covariances(self) -> Tensor:
+        """World-space covariances `R S S^T R^T`, shape `[N, 3, 3]`."""
+        rot = quat_to_rotmat(self.quats)
+        m = rot * self.scales[:, None, :]
+        return m @ m.transpose(-1, -2)
+
+
+def quat_to_rotmat(quats: Tensor) -> Tensor:  # [N, 4] (w, x, y, z) -> [N, 3, 3]
+    """Rotation matrices from (not necessarily normalised) quaternions `(w, x, y, z)`."""
+    q = quats / quats.norm(dim=-1, keepdim=True)
+    w, x, y, z = q.unbind(-1)
+    return torch.stack(
+        [
+            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        ],
+        dim=-1,
+    ).reshape(quats.shape[:-1] + (3, 3))
