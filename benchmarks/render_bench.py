@@ -4,7 +4,7 @@ Prints median milliseconds / FPS for forward and forward+backward renders on the
 present), the peak resident memory, and gsplat's pure-PyTorch reference projection path
 (`gsplat.cuda._torch_impl`, the only part of gsplat that runs on a CPU) as the baseline ratio.
 
-    python benchmarks/render_bench.py [--gaussians 78000] [--size 512] [--repeats 7]
+    make bench        # or: PYTHONPATH=. .venv/bin/python benchmarks/render_bench.py [--gaussians 78000] [--size 512]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 import torch
 
 from fhavatar.rendering import Camera, Gaussians, render_gaussians
-from fhavatar.rendering.rasterize import project_gaussians
+from fhavatar.rendering.reference import project_gaussians
 from fhavatar.rendering.synthetic import synthetic_head
 
 

@@ -2,7 +2,8 @@
 
 from .cameras import PANOHEAD_FOCAL, PANOHEAD_RADIUS, Camera
 from .gaussians import Gaussians, quat_to_rotmat
-from .rasterize import RenderOutput, project_gaussians, render_gaussians
+from .rasterize import RenderOutput, render_gaussians
+from .reference import project_gaussians
 
 __all__ = [
     "Camera",

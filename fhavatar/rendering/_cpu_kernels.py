@@ -113,11 +113,12 @@ def _row_range(my, a, b, c, max_sigma, y_first, y_last):
 
 @njit(parallel=True, fastmath=True, cache=True)
 def rasterize_forward(
-    means2d,  # [K, 2] per intersection (gathered in tile order)
-    conics,  # [K, 3]
-    opacities,  # [K]
-    colors,  # [K, C]
-    offsets,  # [T + 1]
+    means2d,  # [N, 2] per Gaussian
+    conics,  # [N, 3]
+    opacities,  # [N]
+    colors,  # [N, C]
+    ids,  # [K] Gaussian of each intersection, grouped by tile, front to back
+    offsets,  # [T + 1] tile t owns intersections offsets[t]:offsets[t + 1]
     width,
     height,
     tiles_x,
@@ -140,18 +141,22 @@ def rasterize_forward(
         acc = np.zeros((TILE_SIZE * TILE_SIZE, n_channels), dtype=np.float32)
         last = np.full(TILE_SIZE * TILE_SIZE, start - 1, dtype=np.int64)
         done = np.zeros(TILE_SIZE * TILE_SIZE, dtype=np.bool_)
+        row_done = np.zeros(TILE_SIZE, dtype=np.int64)  # finished pixels per row: full rows are skipped
         n_done = 0
         for k in range(start, end):
             if n_done == n_pix:
                 break
-            opac = opacities[k]
+            gid = ids[k]
+            opac = opacities[gid]
             if opac < ALPHA_THRESHOLD:
                 continue
             max_sigma = math.log(opac / ALPHA_THRESHOLD)  # alpha >= 1/255 needs sigma <= log(255 o)
-            mx, my = means2d[k, 0], means2d[k, 1]
-            ca, cb, cc = conics[k, 0], conics[k, 1], conics[k, 2]
+            mx, my = means2d[gid, 0], means2d[gid, 1]
+            ca, cb, cc = conics[gid, 0], conics[gid, 1], conics[gid, 2]
             row_lo, row_hi = _row_range(my, ca, cb, cc, max_sigma, y0, y0 + tile_h - 1)
             for r in range(row_lo - y0, row_hi - y0 + 1):
+                if row_done[r] == tile_w:
+                    continue
                 lo, hi = _row_span(mx, my, ca, cb, cc, max_sigma, y0 + r, x0, x0 + tile_w - 1)
                 dy = my - np.float32(y0 + r + 0.5)
                 for px in range(lo, hi + 1):
@@ -168,11 +173,12 @@ def rasterize_forward(
                     next_trans = trans[p] * (np.float32(1.0) - alpha)
                     if next_trans <= TRANSMITTANCE_EPS:  # done, exclusive of this Gaussian (as gsplat)
                         done[p] = True
+                        row_done[r] += 1
                         n_done += 1
                         continue
                     weight = alpha * trans[p]
                     for c in range(n_channels):
-                        acc[p, c] += colors[k, c] * weight
+                        acc[p, c] += colors[gid, c] * weight
                     trans[p] = next_trans
                     last[p] = k
         for r in range(tile_h):
@@ -186,10 +192,11 @@ def rasterize_forward(
 
 @njit(parallel=True, fastmath=True, cache=True)
 def rasterize_backward(
-    means2d,  # [K, 2]
-    conics,  # [K, 3]
-    opacities,  # [K]
-    colors,  # [K, C]
+    means2d,  # [N, 2]
+    conics,  # [N, 3]
+    opacities,  # [N]
+    colors,  # [N, C]
+    ids,  # [K]
     offsets,  # [T + 1]
     width,
     height,
@@ -198,7 +205,7 @@ def rasterize_backward(
     last_index,  # [H, W] from the forward pass
     grad_colors,  # [H, W, C] dL/d(rendered channels)
     grad_alphas,  # [H, W] dL/d(alpha), alpha = 1 - T_final
-    v_means2d,  # [K, 2] written
+    v_means2d,  # [K, 2] zero-initialised; one row per intersection (summed per Gaussian by `scatter_add_rows`)
     v_conics,  # [K, 3]
     v_opacities,  # [K]
     v_colors,  # [K, C]
@@ -232,12 +239,13 @@ def rasterize_backward(
                 last[p] = last_index[y0 + r, x0 + q]
                 max_last = max(max_last, last[p])
         for k in range(max_last, start - 1, -1):
-            opac = opacities[k]
+            gid = ids[k]
+            opac = opacities[gid]
             if opac < ALPHA_THRESHOLD:
                 continue
             max_sigma = math.log(opac / ALPHA_THRESHOLD)
-            mx, my = means2d[k, 0], means2d[k, 1]
-            ca, cb, cc = conics[k, 0], conics[k, 1], conics[k, 2]
+            mx, my = means2d[gid, 0], means2d[gid, 1]
+            ca, cb, cc = conics[gid, 0], conics[gid, 1], conics[gid, 2]
             g_mx = g_my = g_a = g_b = g_c = g_o = np.float32(0.0)
             for c in range(n_channels):
                 v_col[c] = 0.0
@@ -264,8 +272,8 @@ def rasterize_backward(
                     for c in range(n_channels):
                         g = grad_colors[y0 + r, px, c]
                         v_col[c] += weight * g
-                        v_alpha += (colors[k, c] * trans[p] - behind[p, c] * inv_one_minus) * g
-                        behind[p, c] += colors[k, c] * weight
+                        v_alpha += (colors[gid, c] * trans[p] - behind[p, c] * inv_one_minus) * g
+                        behind[p, c] += colors[gid, c] * weight
                     if opac * vis <= MAX_ALPHA:  # no gradient through the clamp
                         v_sigma = -opac * vis * v_alpha
                         g_a += 0.5 * dx * dx * v_sigma
@@ -279,3 +287,12 @@ def rasterize_backward(
             v_opacities[k] = g_o
             for c in range(n_channels):
                 v_colors[k, c] = v_col[c]
+
+
+@njit(cache=True)
+def scatter_add_rows(ids, rows, out):  # ids [K], rows [K, D], out [N, D]: out[ids[k]] += rows[k]
+    """Sum per-intersection gradient rows into per-Gaussian rows (serial: rows of one Gaussian collide)."""
+    for k in range(ids.shape[0]):
+        g = ids[k]
+        for d in range(rows.shape[1]):
+            out[g, d] += rows[k, d]

@@ -11,19 +11,10 @@ import torch
 from torch import Tensor
 
 from .cameras import Camera
-from .gaussians import Gaussians, quat_to_rotmat
+from ._cpu_projection import EPS2D, FAR_PLANE, NEAR_PLANE
+from .gaussians import Gaussians
 
-__all__ = ["RenderOutput", "render_gaussians", "project_gaussians", "EPS2D", "NEAR_PLANE", "FAR_PLANE"]
-
-#: Screen-space dilation added to every projected covariance, in pixels² (gsplat's `eps2d`).
-EPS2D = 0.3
-#: Gaussians whose centre is closer to the camera than this (camera-space z) are culled.
-NEAR_PLANE = 0.01
-FAR_PLANE = 1e10
-#: Bounding boxes span at most this many standard deviations (gsplat's opacity-aware 3.33σ boxes).
-MAX_EXTENT_SIGMA = 3.33
-_ALPHA_THRESHOLD = 1.0 / 255.0
-
+__all__ = ["RenderOutput", "render_gaussians"]
 
 @dataclass
 class RenderOutput:
@@ -43,106 +34,49 @@ class RenderOutput:
     features: Optional[Tensor] = None
 
 
-@dataclass
-class ProjectedGaussians:
-    """Screen-space Gaussians of one batch of cameras (all `[B, N, ...]`)."""
-
-    means2d: Tensor  # [B, N, 2] pixel coordinates
-    conics: Tensor  # [B, N, 3] inverse 2D covariance (a, b, c) of [[a, b], [b, c]]
-    depths: Tensor  # [B, N] camera-space z
-    radii: Tensor  # [B, N, 2] int32 bounding-box half-extents, 0 = culled
+def _np32(t: Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().to(torch.float32).numpy())
 
 
-def project_gaussians(
-    means: Tensor,  # [N, 3]
-    covars: Tensor,  # [N, 3, 3]
-    opacities: Tensor,  # [N]
-    viewmats: Tensor,  # [B, 4, 4] world-to-camera
-    Ks: Tensor,  # [B, 3, 3] intrinsics in pixels
-    width: int,
-    height: int,
-) -> ProjectedGaussians:
-    """EWA projection of 3D Gaussians (differentiable), with gsplat's culling and opacity-aware boxes.
+class _RenderCPU(torch.autograd.Function):
+    """Project, bin and composite on the CPU (numba kernels), with an exact hand-written backward.
 
-    Mirrors gsplat's `fully_fused_projection` for pinhole cameras: the Jacobian is evaluated at the centre
-    clamped to 1.3x the field of view (so Gaussians far off-screen do not explode), 0.3 px² of blur is
-    added, and boxes extend `min(3.33, sqrt(2 ln(o / (1/255))))` standard deviations along each axis.
+    Returns `render [B, H, W, C + 1]` (the last channel is depth-weighted, divided by alpha by the caller)
+    and `alpha [B, H, W, 1]`.
     """
-    rot = viewmats[:, None, :3, :3]  # [B, 1, 3, 3]
-    means_c = (rot @ means[None, :, :, None])[..., 0] + viewmats[:, None, :3, 3]  # [B, N, 3]
-    covars_c = rot @ covars[None] @ rot.transpose(-1, -2)  # [B, N, 3, 3]
-
-    fx, fy = Ks[:, 0, 0, None], Ks[:, 1, 1, None]  # [B, 1]
-    cx, cy = Ks[:, 0, 2, None], Ks[:, 1, 2, None]
-    tx, ty, tz = means_c.unbind(-1)
-    # Culled Gaussians (z <= near) still need finite maths so that gradients stay finite.
-    tz_safe = torch.where(tz > NEAR_PLANE, tz, torch.full_like(tz, 1.0))
-    tan_fovx, tan_fovy = 0.5 * width / fx, 0.5 * height / fy
-    lim_x_pos, lim_x_neg = (width - cx) / fx + 0.3 * tan_fovx, cx / fx + 0.3 * tan_fovx
-    lim_y_pos, lim_y_neg = (height - cy) / fy + 0.3 * tan_fovy, cy / fy + 0.3 * tan_fovy
-    tx_c = tz_safe * torch.maximum(torch.minimum(tx / tz_safe, lim_x_pos), -lim_x_neg)
-    ty_c = tz_safe * torch.maximum(torch.minimum(ty / tz_safe, lim_y_pos), -lim_y_neg)
-    zeros = torch.zeros_like(tz)
-    jac = torch.stack(
-        [fx / tz_safe, zeros, -fx * tx_c / tz_safe**2, zeros, fy / tz_safe, -fy * ty_c / tz_safe**2], dim=-1
-    ).reshape(*tz.shape, 2, 3)
-    cov2d = jac @ covars_c @ jac.transpose(-1, -2)  # [B, N, 2, 2]
-    a = cov2d[..., 0, 0] + EPS2D
-    b = 0.5 * (cov2d[..., 0, 1] + cov2d[..., 1, 0])
-    c = cov2d[..., 1, 1] + EPS2D
-    det = (a * c - b * b).clamp(min=1e-10)
-    conics = torch.stack([c / det, -b / det, a / det], dim=-1)
-    means2d = torch.stack([fx * tx / tz_safe + cx, fy * ty / tz_safe + cy], dim=-1)
-
-    with torch.no_grad():
-        valid = (tz > NEAR_PLANE) & (tz < FAR_PLANE) & (opacities[None] >= _ALPHA_THRESHOLD)
-        extent = torch.sqrt(2.0 * torch.log(opacities.clamp(min=_ALPHA_THRESHOLD) / _ALPHA_THRESHOLD))
-        extent = extent.clamp(max=MAX_EXTENT_SIGMA)[None]
-        rx = torch.ceil(extent * a.sqrt())
-        ry = torch.ceil(extent * c.sqrt())
-        mx, my = means2d[..., 0], means2d[..., 1]
-        inside = (mx + rx > 0) & (mx - rx < width) & (my + ry > 0) & (my - ry < height)
-        keep = valid & inside & torch.isfinite(rx) & torch.isfinite(ry)
-        radii = torch.stack([rx, ry], dim=-1).where(keep[..., None], torch.zeros_like(means2d)).to(torch.int32)
-    return ProjectedGaussians(means2d=means2d, conics=conics, depths=tz, radii=radii)
-
-
-class _RasterizeToPixelsCPU(torch.autograd.Function):
-    """Tile compositing of projected Gaussians on the CPU (numba kernels), with an exact backward."""
 
     @staticmethod
-    def forward(ctx, means2d, conics, opacities, colors, radii, depths, width, height):
-        # means2d [B,N,2], conics [B,N,3], opacities [N], colors [B,N,C], radii [B,N,2], depths [B,N]
+    def forward(ctx, means, quats, scales, opacities, colors, viewmats, Ks, width, height):
+        # means [N,3], quats [N,4], scales [N,3], opacities [N], colors [N,C], viewmats [B,4,4], Ks [B,3,3] (pixels)
         from . import _cpu_kernels as kern
+        from . import _cpu_projection as proj
 
         tiles_x = math.ceil(width / kern.TILE_SIZE)
         tiles_y = math.ceil(height / kern.TILE_SIZE)
-        batch, _, n_channels = colors.shape
-        out_colors = np.zeros((batch, height, width, n_channels), dtype=np.float32)
-        out_trans = np.ones((batch, height, width), dtype=np.float32)
+        batch, n, n_channels = viewmats.shape[0], means.shape[0], colors.shape[1] + 1
+        arrays = [_np32(t) for t in (means, quats, scales, opacities, colors)]
+        views, ks = viewmats.detach().double().numpy(), Ks.detach().double().numpy()
+        out_colors = np.empty((batch, height, width, n_channels), dtype=np.float32)
+        out_trans = np.empty((batch, height, width), dtype=np.float32)
         out_last = np.empty((batch, height, width), dtype=np.int64)
-        saved = []
-        opac_np = opacities.detach().float().numpy()
+        per_camera = []
         for i in range(batch):
-            m2d = means2d[i].detach().float().contiguous().numpy()
-            rad = radii[i].numpy()
-            visible = np.nonzero((rad[:, 0] > 0) & (rad[:, 1] > 0))[0]
+            m2d, conics = np.empty((n, 2), np.float32), np.empty((n, 3), np.float32)
+            depths, radii = np.empty(n, np.float32), np.empty((n, 2), np.int32)
+            fx, fy, cx, cy = ks[i, 0, 0], ks[i, 1, 1], ks[i, 0, 2], ks[i, 1, 2]
+            proj.project_forward(*arrays[:4], views[i], fx, fy, cx, cy, width, height, m2d, conics, depths, radii)
+            visible = np.flatnonzero((radii[:, 0] > 0) & (radii[:, 1] > 0))
             # Stable sort by depth, ties by index: the front-to-back order of every tile.
-            order = visible[np.argsort(depths[i].detach().numpy()[visible], kind="stable")].astype(np.int64)
-            offsets, ids = kern.bin_gaussians_to_tiles(m2d, rad, order, tiles_x, tiles_y)
-            isect = (
-                np.ascontiguousarray(m2d[ids]),
-                np.ascontiguousarray(conics[i].detach().float().numpy()[ids]),
-                np.ascontiguousarray(opac_np[ids]),
-                np.ascontiguousarray(colors[i].detach().float().numpy()[ids]),
-            )
+            order = visible[np.argsort(depths[visible], kind="stable")]
+            offsets, ids = kern.bin_gaussians_to_tiles(m2d, radii, order, tiles_x, tiles_y)
+            channels = np.concatenate([arrays[4], depths[:, None]], axis=1)
             kern.rasterize_forward(
-                *isect, offsets, width, height, tiles_x, out_colors[i], out_trans[i], out_last[i]
+                m2d, conics, arrays[3], channels, ids, offsets, width, height, tiles_x,
+                out_colors[i], out_trans[i], out_last[i],
             )
-            saved.append((ids, offsets, isect))
-        ctx.saved = saved
-        ctx.shapes = (width, height, tiles_x, means2d.shape, colors.shape)
-        ctx.trans, ctx.last = out_trans, out_last
+            per_camera.append((m2d, conics, channels, radii, ids, offsets, (fx, fy, cx, cy)))
+        ctx.per_camera, ctx.arrays, ctx.views = per_camera, arrays, views
+        ctx.trans, ctx.last, ctx.size = out_trans, out_last, (width, height, tiles_x)
         render = torch.from_numpy(out_colors).to(colors.dtype)
         alpha = torch.from_numpy(1.0 - out_trans).to(colors.dtype)[..., None]
         return render, alpha
@@ -150,33 +84,39 @@ class _RasterizeToPixelsCPU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_render, grad_alpha):
         from . import _cpu_kernels as kern
+        from . import _cpu_projection as proj
 
-        width, height, tiles_x, m_shape, c_shape = ctx.shapes
-        batch, n, n_channels = c_shape
-        v_means2d = torch.zeros(m_shape, dtype=torch.float32)
-        v_conics = torch.zeros(batch, n, 3, dtype=torch.float32)
-        v_opacities = torch.zeros(n, dtype=torch.float32)
-        v_colors = torch.zeros(c_shape, dtype=torch.float32)
-        g_render = grad_render.detach().float().contiguous().numpy() if grad_render is not None else None
-        g_alpha = grad_alpha.detach().float().contiguous().numpy() if grad_alpha is not None else None
-        for i, (ids, offsets, isect) in enumerate(ctx.saved):
+        width, height, tiles_x = ctx.size
+        means, quats, scales, opacities, colors = ctx.arrays
+        n, n_channels = colors.shape[0], colors.shape[1] + 1
+        batch = len(ctx.per_camera)
+        g_render = _np32(grad_render) if grad_render is not None else np.zeros((batch, height, width, n_channels), np.float32)
+        g_alpha = _np32(grad_alpha[..., 0]) if grad_alpha is not None else np.zeros((batch, height, width), np.float32)
+        v_means, v_quats, v_scales = np.zeros((n, 3), np.float32), np.zeros((n, 4), np.float32), np.zeros((n, 3), np.float32)
+        v_opacities, v_colors = np.zeros((n, 1), np.float32), np.zeros((n, n_channels - 1), np.float32)
+        for i, (m2d, conics, channels, radii, ids, offsets, intr) in enumerate(ctx.per_camera):
             k = ids.shape[0]
-            outs = (
-                np.zeros((k, 2), np.float32), np.zeros((k, 3), np.float32),
-                np.zeros(k, np.float32), np.zeros((k, n_channels), np.float32),
-            )
-            gr = g_render[i] if g_render is not None else np.zeros((height, width, n_channels), np.float32)
-            ga = g_alpha[i, ..., 0] if g_alpha is not None else np.zeros((height, width), np.float32)
+            rows = (np.zeros((k, 2), np.float32), np.zeros((k, 3), np.float32), np.zeros((k, 1), np.float32), np.zeros((k, n_channels), np.float32))
             kern.rasterize_backward(
-                *isect, offsets, width, height, tiles_x, ctx.trans[i], ctx.last[i],
-                np.ascontiguousarray(gr), np.ascontiguousarray(ga), *outs,
+                m2d, conics, opacities, channels, ids, offsets, width, height, tiles_x,
+                ctx.trans[i], ctx.last[i], g_render[i], g_alpha[i], rows[0], rows[1], rows[2][:, 0], rows[3],
             )
-            idx = torch.from_numpy(ids)
-            v_means2d[i].index_add_(0, idx, torch.from_numpy(outs[0]))
-            v_conics[i].index_add_(0, idx, torch.from_numpy(outs[1]))
-            v_opacities.index_add_(0, idx, torch.from_numpy(outs[2]))
-            v_colors[i].index_add_(0, idx, torch.from_numpy(outs[3]))
-        return v_means2d, v_conics, v_opacities, v_colors, None, None, None, None
+            v_m2d, v_conics = np.zeros((n, 2), np.float32), np.zeros((n, 3), np.float32)
+            v_channels = np.zeros((n, n_channels), np.float32)
+            kern.scatter_add_rows(ids, rows[0], v_m2d)
+            kern.scatter_add_rows(ids, rows[1], v_conics)
+            kern.scatter_add_rows(ids, rows[2], v_opacities)
+            kern.scatter_add_rows(ids, rows[3], v_channels)
+            v_colors += v_channels[:, :-1]
+            proj.project_backward(
+                means, quats, scales, radii, ctx.views[i], *intr, width, height,
+                v_m2d, v_conics, np.ascontiguousarray(v_channels[:, -1]), v_means, v_quats, v_scales,
+            )
+        as_t = lambda a, like: torch.from_numpy(a).to(like)  # noqa: E731
+        return (
+            as_t(v_means, grad_render.dtype), as_t(v_quats, grad_render.dtype), as_t(v_scales, grad_render.dtype),
+            as_t(v_opacities[:, 0], grad_render.dtype), as_t(v_colors, grad_render.dtype), None, None, None, None,
+        )
 
 
 def _check_render_inputs(gaussians, camera, width, height, background, features) -> Optional[Tensor]:
@@ -267,13 +207,9 @@ def render_gaussians(
     elif gaussians.device.type == "cuda":
         render, alpha = _render_gsplat(gaussians, camera, width, height, stacked)
     else:
-        proj = project_gaussians(
-            gaussians.means, gaussians.covariances(), gaussians.opacities,
+        render, alpha = _RenderCPU.apply(
+            gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities, stacked,
             camera.world2cam, camera.pixel_intrinsics(width, height), width, height,
-        )
-        with_depth = torch.cat([stacked[None].expand(batch, -1, -1), proj.depths[..., None]], dim=-1)
-        render, alpha = _RasterizeToPixelsCPU.apply(
-            proj.means2d, proj.conics, gaussians.opacities, with_depth, proj.radii, proj.depths.detach(), width, height
         )
         depth = render[..., -1:] / alpha.clamp(min=1e-10)
         render = torch.cat([render[..., :-1], depth], dim=-1)
