@@ -1,0 +1,81 @@
+"""The `HeadModel` interface: a parametric head mesh in head space, with UVs, regions and landmarks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers import ConfigMixin, ModelMixin
+from torch import Tensor
+
+__all__ = ["HeadModel", "REGION_NAMES"]
+
+#: Vertex regions every head model names (used for UV region masks, losses and defaults).
+REGION_NAMES = ("face", "scalp", "eyes", "mouth", "neck", "ears")
+
+
+class HeadModel(ModelMixin, ConfigMixin):
+    """Base class of the parametric head models (FLAME, OpenHead).
+
+    A subclass registers these buffers (persistent, so they save with the pipeline) in head space — right-
+    handed, +y up, the face looking toward +z, PanoHead units:
+
+    - `template_vertices` `[V, 3]` float: the neutral head.
+    - `faces` `[F, 3]` long: triangles, counter-clockwise seen from outside (normals point outward).
+    - `uv_coords` `[T, 2]` float in [0, 1] and `uv_faces` `[F, 3]` long: the UV atlas (v up: v = 1 is the
+      top row of a texture image).
+    - `region_masks` `[R, V]` bool: membership of each vertex in `REGION_NAMES` (same order).
+    - `landmark_faces` `[L]` long and `landmark_barycentrics` `[L, 3]`: the tracking landmarks as points on
+      the mesh, and `landmark_mediapipe_ids` `[L]` long: the MediaPipe Face Mesh landmark each one matches.
+
+    and implements `params_class`, `neutral_params(batch_size)` and `forward(params) -> [B, V, 3]`.
+    """
+
+    config_name = "config.json"
+    #: The parameter dataclass of the model (set by subclasses).
+    params_class: type = object
+
+    # ------------------------------------------------------------------ sizes and regions
+    @property
+    def num_vertices(self) -> int:
+        return self.template_vertices.shape[0]
+
+    @property
+    def num_faces(self) -> int:
+        return self.faces.shape[0]
+
+    def region(self, name: str) -> Tensor:  # -> [V] bool
+        """Vertex mask of region `name` (one of `REGION_NAMES`)."""
+        if name not in REGION_NAMES:
+            raise ValueError(f"Unknown head region {name!r}; expected one of {REGION_NAMES}.")
+        return self.region_masks[REGION_NAMES.index(name)]
+
+    # ------------------------------------------------------------------ landmarks
+    def landmarks(self, vertices: Tensor) -> Tensor:  # [B, V, 3] -> [B, L, 3]
+        """Tracking landmarks of posed vertices (barycentric points on `landmark_faces`)."""
+        self._check_vertices(vertices)
+        corners = vertices[:, self.faces[self.landmark_faces]]  # [B, L, 3, 3]
+        return (corners * self.landmark_barycentrics[None, :, :, None].to(vertices.dtype)).sum(-2)
+
+    # ------------------------------------------------------------------ helpers for subclasses
+    def _check_vertices(self, vertices: Tensor) -> None:
+        if not isinstance(vertices, Tensor) or vertices.dim() != 3 or vertices.shape[1:] != (self.num_vertices, 3):
+            shape = list(vertices.shape) if isinstance(vertices, Tensor) else type(vertices).__name__
+            raise ValueError(f"`vertices` must have shape [B, {self.num_vertices}, 3], got {shape}.")
+
+    def _check_params_type(self, params: Any) -> None:
+        if not isinstance(params, self.params_class):
+            raise TypeError(
+                f"{type(self).__name__} takes {self.params_class.__name__} parameters, got {type(params).__name__}; "
+                f"start from `{type(self).__name__.lower()}.neutral_params(batch_size)`."
+            )
+
+    def vertex_normals(self, vertices: Tensor) -> Tensor:  # [B, V, 3] -> [B, V, 3]
+        """Area-weighted unit vertex normals."""
+        self._check_vertices(vertices)
+        tri = vertices[:, self.faces]  # [B, F, 3, 3]
+        face_n = torch.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)
+        normals = torch.zeros_like(vertices)
+        for corner in range(3):
+            normals.index_add_(1, self.faces[:, corner], face_n)
+        return normals / normals.norm(dim=-1, keepdim=True).clamp(min=1e-12)
