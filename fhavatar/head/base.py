@@ -8,7 +8,12 @@ import torch
 from diffusers import ConfigMixin, ModelMixin
 from torch import Tensor
 
-__all__ = ["HeadModel", "REGION_NAMES"]
+__all__ = ["HEAD_UNITS_PER_METRE", "HeadModel", "REGION_NAMES"]
+
+#: Head-space units per metre. PanoHead renders heads from 2.7 units with an 18.84° field of view (0.894 units
+#: visible at the head centre); at 2.6 units/m a 23 cm crown-to-chin head spans ~0.6 units, the ~2/3 of the
+#: frame height PanoHead's full-head crops give it. Every head model maps its native units with this scale.
+HEAD_UNITS_PER_METRE = 2.6
 
 #: Vertex regions every head model names (used for UV region masks, losses and defaults).
 REGION_NAMES = ("face", "scalp", "eyes", "mouth", "neck", "ears")
