@@ -26,6 +26,12 @@ TILE_SIZE = 16
 ALPHA_THRESHOLD = 1.0 / 255.0
 MAX_ALPHA = 0.999
 TRANSMITTANCE_EPS = 1e-4
+# 2^-k for the range reduction of `_exp_neg` (sigma is clamped to 30, so k <= 44).
+_POW2_NEG = np.array([2.0**-k for k in range(64)], dtype=np.float32)
+_SIGMA_CLAMP = 30.0
+# Spans are supersets (every pixel in them is still tested exactly); the margin, in pixels, only absorbs
+# float32 rounding of the quadratic's roots.
+_SPAN_MARGIN = 0.05
 
 
 @njit(cache=True)
@@ -72,7 +78,7 @@ def bin_gaussians_to_tiles(
 
 @njit(inline="always")
 def _row_span(mx, my, a, b, c, max_sigma, row_y, x_first, x_last):
-    """Pixel columns [lo, hi] of row `row_y` where sigma <= max_sigma (widened by one pixel; lo > hi if none).
+    """Pixel columns [lo, hi] of row `row_y` where sigma <= max_sigma (lo > hi if none).
 
     With dx = mx - x and dy = my - y, sigma = a dx²/2 + b dx dy + c dy²/2 <= S holds for dx between the
     roots of that quadratic: dx = (-b dy ± sqrt(2 a S - (a c - b²) dy²)) / a.
@@ -82,18 +88,49 @@ def _row_span(mx, my, a, b, c, max_sigma, row_y, x_first, x_last):
     if not disc >= 0.0 or a <= 0.0:
         return 1, 0
     root = math.sqrt(disc)
-    x_lo = mx - (-b * dy + root) / a - 0.5 - 1.0
-    x_hi = mx - (-b * dy - root) / a - 0.5 + 1.0
+    x_lo = mx - (-b * dy + root) / a - 0.5 - _SPAN_MARGIN
+    x_hi = mx - (-b * dy - root) / a - 0.5 + _SPAN_MARGIN
     if x_hi < x_first or x_lo > x_last:
         return 1, 0
-    lo = x_first if x_lo <= x_first else int(math.floor(x_lo))
-    hi = x_last if x_hi >= x_last else int(math.ceil(x_hi))
+    lo = x_first if x_lo <= x_first else int(math.ceil(x_lo))
+    hi = x_last if x_hi >= x_last else int(math.floor(x_hi))
     return lo, hi
+
+
+@njit(inline="always", fastmath=True)
+def _exp_neg(s):
+    """exp(-s) for 0 <= s <= 30 with a relative error below 3e-7 (gsplat's __expf is ~2 ulp).
+
+    Branch-free polynomial arithmetic, so LLVM vectorises the loops that call it (libm's exp is scalar):
+    exp(-s) = 2^-k exp(-r) with k = round(s / ln 2), |r| <= ln(2) / 2, and exp(-r) by its degree-6 series.
+    """
+    k = np.int32(s * np.float32(1.4426950408889634) + np.float32(0.5))
+    r = s - np.float32(k) * np.float32(0.6931471805599453)
+    poly = np.float32(1.0) - r * (
+        np.float32(1.0) - r * (np.float32(0.5) - r * (np.float32(1 / 6) - r * (
+            np.float32(1 / 24) - r * (np.float32(1 / 120) - r * np.float32(1 / 720)))))
+    )
+    return poly * _POW2_NEG[k]
+
+
+@njit(inline="always", fastmath=True)
+def _span_alphas(mx, dy, ca, cb, cc, opac, lo, count, out):
+    """Alpha of one Gaussian at pixels lo..lo+count-1 of a row (0 where sigma < 0 or alpha < 1/255).
+
+    Branch-free so that it vectorises; the compositing loop then only touches pixels with alpha > 0.
+    """
+    quad_y = np.float32(0.5) * cc * dy * dy
+    for j in range(count):
+        dx = mx - np.float32(lo + j + 0.5)
+        sigma = np.float32(0.5) * ca * dx * dx + quad_y + cb * dx * dy
+        clamped = min(max(sigma, np.float32(0.0)), np.float32(_SIGMA_CLAMP))
+        alpha = min(np.float32(MAX_ALPHA), opac * _exp_neg(clamped))
+        out[j] = alpha if (sigma >= 0.0 and alpha >= ALPHA_THRESHOLD) else np.float32(0.0)
 
 
 @njit(inline="always")
 def _row_range(my, a, b, c, max_sigma, y_first, y_last):
-    """Pixel rows [lo, hi] where some x has sigma <= max_sigma (widened by one; lo > hi if none).
+    """Pixel rows [lo, hi] where some x has sigma <= max_sigma (lo > hi if none).
 
     The minimum of sigma over x at offset dy is dy² (a c - b²) / (2 a), so rows need
     dy² <= 2 a S / (a c - b²).
@@ -101,13 +138,13 @@ def _row_range(my, a, b, c, max_sigma, y_first, y_last):
     det = a * c - b * b
     if not det > 0.0 or not a > 0.0:
         return y_first, y_last
-    reach = math.sqrt(2.0 * a * max_sigma / det) + 1.0
+    reach = math.sqrt(2.0 * a * max_sigma / det) + _SPAN_MARGIN
     y_lo = my - reach - 0.5
     y_hi = my + reach - 0.5
     if y_hi < y_first or y_lo > y_last:
         return 1, 0
-    lo = y_first if y_lo <= y_first else int(math.floor(y_lo))
-    hi = y_last if y_hi >= y_last else int(math.ceil(y_hi))
+    lo = y_first if y_lo <= y_first else int(math.ceil(y_lo))
+    hi = y_last if y_hi >= y_last else int(math.floor(y_hi))
     return lo, hi
 
 
@@ -142,6 +179,7 @@ def rasterize_forward(
         last = np.full(TILE_SIZE * TILE_SIZE, start - 1, dtype=np.int64)
         done = np.zeros(TILE_SIZE * TILE_SIZE, dtype=np.bool_)
         row_done = np.zeros(TILE_SIZE, dtype=np.int64)  # finished pixels per row: full rows are skipped
+        alphas = np.empty(TILE_SIZE, dtype=np.float32)
         n_done = 0
         for k in range(start, end):
             if n_done == n_pix:
@@ -158,17 +196,13 @@ def rasterize_forward(
                 if row_done[r] == tile_w:
                     continue
                 lo, hi = _row_span(mx, my, ca, cb, cc, max_sigma, y0 + r, x0, x0 + tile_w - 1)
-                dy = my - np.float32(y0 + r + 0.5)
-                for px in range(lo, hi + 1):
-                    p = r * TILE_SIZE + px - x0
-                    if done[p]:
-                        continue
-                    dx = mx - np.float32(px + 0.5)
-                    sigma = np.float32(0.5) * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
-                    if sigma < 0.0:
-                        continue
-                    alpha = min(np.float32(MAX_ALPHA), opac * math.exp(-sigma))
-                    if alpha < ALPHA_THRESHOLD:
+                if hi < lo:
+                    continue
+                _span_alphas(mx, my - np.float32(y0 + r + 0.5), ca, cb, cc, opac, lo, hi - lo + 1, alphas)
+                for j in range(hi - lo + 1):
+                    alpha = alphas[j]
+                    p = r * TILE_SIZE + lo + j - x0
+                    if alpha == 0.0 or done[p]:
                         continue
                     next_trans = trans[p] * (np.float32(1.0) - alpha)
                     if next_trans <= TRANSMITTANCE_EPS:  # done, exclusive of this Gaussian (as gsplat)
@@ -230,6 +264,7 @@ def rasterize_backward(
         last = np.empty(TILE_SIZE * TILE_SIZE, dtype=np.int64)
         behind = np.zeros((TILE_SIZE * TILE_SIZE, n_channels), dtype=np.float32)
         v_col = np.empty(n_channels, dtype=np.float32)
+        alphas = np.empty(TILE_SIZE, dtype=np.float32)
         max_last = start - 1
         for r in range(tile_h):
             for q in range(tile_w):
@@ -252,19 +287,18 @@ def rasterize_backward(
             row_lo, row_hi = _row_range(my, ca, cb, cc, max_sigma, y0, y0 + tile_h - 1)
             for r in range(row_lo - y0, row_hi - y0 + 1):
                 lo, hi = _row_span(mx, my, ca, cb, cc, max_sigma, y0 + r, x0, x0 + tile_w - 1)
+                if hi < lo:
+                    continue
                 dy = my - np.float32(y0 + r + 0.5)
-                for px in range(lo, hi + 1):
+                _span_alphas(mx, dy, ca, cb, cc, opac, lo, hi - lo + 1, alphas)
+                for j in range(hi - lo + 1):
+                    alpha = alphas[j]
+                    px = lo + j
                     p = r * TILE_SIZE + px - x0
-                    if k > last[p]:
+                    if alpha == 0.0 or k > last[p]:
                         continue
                     dx = mx - np.float32(px + 0.5)
-                    sigma = np.float32(0.5) * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
-                    if sigma < 0.0:
-                        continue
-                    vis = math.exp(-sigma)
-                    alpha = min(np.float32(MAX_ALPHA), opac * vis)
-                    if alpha < ALPHA_THRESHOLD:
-                        continue
+                    vis = alpha / opac if alpha < MAX_ALPHA else np.float32(2.0)  # exp(-sigma); >1 marks the clamp
                     inv_one_minus = np.float32(1.0) / (np.float32(1.0) - alpha)
                     trans[p] *= inv_one_minus  # T_i, the transmittance in front of this Gaussian
                     weight = alpha * trans[p]
@@ -274,7 +308,7 @@ def rasterize_backward(
                         v_col[c] += weight * g
                         v_alpha += (colors[gid, c] * trans[p] - behind[p, c] * inv_one_minus) * g
                         behind[p, c] += colors[gid, c] * weight
-                    if opac * vis <= MAX_ALPHA:  # no gradient through the clamp
+                    if alpha < MAX_ALPHA:  # no gradient through the clamp
                         v_sigma = -opac * vis * v_alpha
                         g_a += 0.5 * dx * dx * v_sigma
                         g_b += dx * dy * v_sigma
