@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Union
+from typing import Union
 
 import numpy as np
 import torch
@@ -47,7 +48,7 @@ def _frame_to_uint8(frame: FrameLike, index: int) -> np.ndarray:  # -> [H, W, 3]
     raise TypeError(f"frame {index}: expected a tensor, numpy array or PIL image, got {type(frame).__name__}.")
 
 
-def to_uint8_frames(frames: Union[Tensor, Iterable[FrameLike]]) -> list[np.ndarray]:
+def to_uint8_frames(frames: Tensor | Iterable[FrameLike]) -> list[np.ndarray]:
     """Convert frames (`[T, 3, H, W]` tensor in [0, 1], or a sequence of tensors/arrays/PIL images) to uint8 HWC."""
     if isinstance(frames, Tensor) and frames.dim() == 4:
         frames = list(frames)
@@ -60,7 +61,7 @@ def to_uint8_frames(frames: Union[Tensor, Iterable[FrameLike]]) -> list[np.ndarr
     return out
 
 
-def save_image(image: FrameLike, path: Union[str, os.PathLike]) -> Path:
+def save_image(image: FrameLike, path: str | os.PathLike) -> Path:
     """Save one image (`[3, H, W]` tensor in [0, 1], HWC array or PIL image) as PNG/JPEG by extension."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,8 +70,8 @@ def save_image(image: FrameLike, path: Union[str, os.PathLike]) -> Path:
 
 
 def write_video(
-    path: Union[str, os.PathLike],
-    frames: Union[Tensor, Iterable[FrameLike]],
+    path: str | os.PathLike,
+    frames: Tensor | Iterable[FrameLike],
     fps: float = 25.0,
     quality: int = 20,
 ) -> Path:

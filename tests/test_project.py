@@ -59,8 +59,8 @@ def test_demo_writes_orbit_video_and_front_image(tmp_path):
 
     assert main(["--out", str(tmp_path), "--frames", "3", "--size", "64"]) == 0
     assert (tmp_path / "orbit.mp4").stat().st_size > 1000
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     front = np.asarray(Image.open(tmp_path / "front.png"))
     assert front.shape == (64, 64, 3)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Union
 
 import torch
 from torch import Tensor
@@ -108,12 +109,12 @@ class Camera:
     def __len__(self) -> int:
         return self.cam2world.shape[0]
 
-    def __getitem__(self, index) -> "Camera":
+    def __getitem__(self, index) -> Camera:
         if isinstance(index, int):
             index = slice(index, index + 1 if index != -1 else None)
         return Camera(cam2world=self.cam2world[index], intrinsics=self.intrinsics[index])
 
-    def to(self, *args, **kwargs) -> "Camera":
+    def to(self, *args, **kwargs) -> Camera:
         return Camera(cam2world=self.cam2world.to(*args, **kwargs), intrinsics=self.intrinsics.to(*args, **kwargs))
 
     @property
@@ -121,7 +122,7 @@ class Camera:
         return self.cam2world.device
 
     @staticmethod
-    def cat(cameras: Sequence["Camera"]) -> "Camera":
+    def cat(cameras: Sequence[Camera]) -> Camera:
         cameras = list(cameras)
         if not cameras:
             raise ValueError("Camera.cat needs at least one Camera, got an empty sequence.")
@@ -182,7 +183,7 @@ class Camera:
         return torch.cat([self.cam2world.reshape(-1, 16), self.intrinsics.reshape(-1, 9)], dim=-1)
 
     @classmethod
-    def from_label(cls, label: Tensor) -> "Camera":
+    def from_label(cls, label: Tensor) -> Camera:
         """Inverse of `to_label`; accepts `[25]` or `[B, 25]` (tensor, array or list)."""
         label = torch.as_tensor(label, dtype=torch.float32) if not isinstance(label, Tensor) else label
         if label.dim() == 1:
@@ -209,7 +210,7 @@ class Camera:
         focal: float = PANOHEAD_FOCAL,
         dtype: torch.dtype = torch.float32,
         device=None,
-    ) -> "Camera":
+    ) -> Camera:
         """Cameras at `eye` looking at `target`, with world `up` appearing upward in the image."""
         eye = _as_vec3("eye", eye, dtype, device)
         target = _as_vec3("target", target, dtype, device)
@@ -241,7 +242,7 @@ class Camera:
         target: _Vec3 = (0.0, 0.0, 0.0),
         dtype: torch.dtype = torch.float32,
         device=None,
-    ) -> "Camera":
+    ) -> Camera:
         """A closed 360° yaw loop of `num_frames` cameras around `target`, starting in front of the face (+z).
 
         Frame k sits at yaw `2πk / num_frames` (toward +x first) and `elevation_deg` above the horizon; the

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -114,27 +114,27 @@ class Gaussians:
     def dtype(self) -> torch.dtype:
         return self.means.dtype
 
-    def _map(self, fn) -> "Gaussians":
+    def _map(self, fn) -> Gaussians:
         return Gaussians(**{f.name: fn(getattr(self, f.name)) for f in fields(self)})
 
-    def __getitem__(self, index) -> "Gaussians":
+    def __getitem__(self, index) -> Gaussians:
         """Select Gaussians with an int, slice, index tensor or boolean mask over N."""
         if isinstance(index, int):
             index = slice(index, index + 1 if index != -1 else None)
         return self._map(lambda t: t[index])
 
-    def to(self, *args, **kwargs) -> "Gaussians":
+    def to(self, *args, **kwargs) -> Gaussians:
         """`Tensor.to` applied to every field (device and/or dtype)."""
         return self._map(lambda t: t.to(*args, **kwargs))
 
-    def detach(self) -> "Gaussians":
+    def detach(self) -> Gaussians:
         return self._map(lambda t: t.detach())
 
-    def clone(self) -> "Gaussians":
+    def clone(self) -> Gaussians:
         return self._map(lambda t: t.clone())
 
     @staticmethod
-    def cat(items: Sequence["Gaussians"]) -> "Gaussians":
+    def cat(items: Sequence[Gaussians]) -> Gaussians:
         """Concatenate several sets along N (they must share device and channel count)."""
         items = list(items)
         if not items:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .cameras import Camera
 from ._cpu_projection import EPS2D, FAR_PLANE, NEAR_PLANE
+from .cameras import Camera
 from .gaussians import Gaussians
 
 __all__ = ["RenderOutput", "render_gaussians"]
@@ -31,7 +30,7 @@ class RenderOutput:
     image: Tensor
     alpha: Tensor
     depth: Tensor
-    features: Optional[Tensor] = None
+    features: Tensor | None = None
 
 
 def _np32(t: Tensor) -> np.ndarray:
@@ -119,7 +118,7 @@ class _RenderCPU(torch.autograd.Function):
         )
 
 
-def _check_render_inputs(gaussians, camera, width, height, background, features) -> Optional[Tensor]:
+def _check_render_inputs(gaussians, camera, width, height, background, features) -> Tensor | None:
     if not isinstance(gaussians, Gaussians):
         raise TypeError(f"`gaussians` must be a fhavatar.rendering.Gaussians, got {type(gaussians).__name__}.")
     if not isinstance(camera, Camera):
@@ -157,8 +156,8 @@ def render_gaussians(
     camera: Camera,
     width: int,
     height: int,
-    background: Optional[Tensor] = None,  # [C] or [B, C]
-    features: Optional[Tensor] = None,  # [N, F]
+    background: Tensor | None = None,  # [C] or [B, C]
+    features: Tensor | None = None,  # [N, F]
 ) -> RenderOutput:
     """Render one set of Gaussians from B cameras.
 

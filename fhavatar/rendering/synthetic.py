@@ -8,7 +8,6 @@ UV-sampled avatar — so that renderer speed and looks can be judged before any 
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -47,7 +46,7 @@ def _frame_quats(normals: Tensor) -> Tensor:  # [N, 3] -> [N, 4] (w, x, y, z)
 
 
 def synthetic_head(
-    num_gaussians: int = DEFAULT_NUM_GAUSSIANS, generator: Optional[torch.Generator] = None
+    num_gaussians: int = DEFAULT_NUM_GAUSSIANS, generator: torch.Generator | None = None
 ) -> Gaussians:
     """A procedural full head of `num_gaussians` flat, surface-aligned Gaussians in head space.
 
