@@ -10,8 +10,8 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -48,7 +48,7 @@ def render_orbit_demo(
     }
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fhavatar.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out)")
     parser.add_argument("--frames", type=int, default=72, help="frames in the 360° orbit (default: 72)")
