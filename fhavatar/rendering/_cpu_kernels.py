@@ -34,6 +34,15 @@ _SIGMA_CLAMP = 30.0
 _SPAN_MARGIN = 0.05
 
 
+def balanced_tile_order(n_tiles: int, n_threads: int) -> np.ndarray:  # -> [n_tiles] int64
+    """A tile permutation that deals tiles round-robin to the threads.
+
+    `prange` hands each thread one contiguous block of iterations; in image order that would give one
+    thread the busy face and another the empty border, so thread j instead gets tiles j, j + n, j + 2n, ...
+    """
+    return np.concatenate([np.arange(j, n_tiles, n_threads) for j in range(max(1, n_threads))]).astype(np.int64)
+
+
 @njit(cache=True)
 def bin_gaussians_to_tiles(
     means2d,  # [N, 2] float32 pixel coordinates
@@ -156,6 +165,7 @@ def rasterize_forward(
     colors,  # [N, C]
     ids,  # [K] Gaussian of each intersection, grouped by tile, front to back
     offsets,  # [T + 1] tile t owns intersections offsets[t]:offsets[t + 1]
+    tile_order,  # [T] processing order of the tiles (see `balanced_tile_order`)
     width,
     height,
     tiles_x,
@@ -165,7 +175,8 @@ def rasterize_forward(
 ):
     n_tiles = offsets.shape[0] - 1
     n_channels = colors.shape[1]
-    for t in prange(n_tiles):
+    for i in prange(n_tiles):
+        t = tile_order[i]
         start = offsets[t]
         end = offsets[t + 1]
         ty = t // tiles_x
@@ -232,6 +243,7 @@ def rasterize_backward(
     colors,  # [N, C]
     ids,  # [K]
     offsets,  # [T + 1]
+    tile_order,  # [T]
     width,
     height,
     tiles_x,
@@ -252,7 +264,8 @@ def rasterize_backward(
     """
     n_tiles = offsets.shape[0] - 1
     n_channels = colors.shape[1]
-    for t in prange(n_tiles):
+    for i in prange(n_tiles):
+        t = tile_order[i]
         start = offsets[t]
         ty = t // tiles_x
         tx = t - ty * tiles_x

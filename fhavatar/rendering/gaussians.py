@@ -12,6 +12,10 @@ __all__ = ["Gaussians"]
 
 
 def _check_finite(name: str, value: Tensor) -> None:
+    # NaN/inf survive a sum, so one reduction settles the common (all finite) case; the element-wise test
+    # only runs to explain a failure (or when a huge finite sum overflowed).
+    if value.numel() == 0 or torch.isfinite(value.sum()):
+        return
     if not torch.isfinite(value).all():
         bad = (~torch.isfinite(value)).sum().item()
         raise ValueError(f"Gaussians.{name} must be finite, but it holds {bad} NaN/inf value(s).")
@@ -84,17 +88,18 @@ class Gaussians:
         with torch.no_grad():
             for f in fields(self):
                 _check_finite(f.name, getattr(self, f.name))
-            if (self.scales <= 0).any():
+            # One reduction each: validation runs on every render, so it must stay cheap.
+            if self.scales.min() <= 0:
                 raise ValueError(
                     f"Gaussians.scales must be positive (linear standard deviations), but the smallest is "
                     f"{self.scales.min().item():.3g}; apply exp() to log-scales first."
                 )
-            if (self.opacities < 0).any() or (self.opacities > 1).any():
+            lo, hi = self.opacities.min().item(), self.opacities.max().item()
+            if lo < 0 or hi > 1:
                 raise ValueError(
-                    f"Gaussians.opacities must lie in [0, 1], got range "
-                    f"[{self.opacities.min().item():.3g}, {self.opacities.max().item():.3g}]; apply sigmoid() to logits first."
+                    f"Gaussians.opacities must lie in [0, 1], got range [{lo:.3g}, {hi:.3g}]; apply sigmoid() to logits first."
                 )
-            if (self.quats.norm(dim=-1) < 1e-12).any():
+            if self.quats.abs().amax(dim=-1).min() < 1e-12:
                 raise ValueError("Gaussians.quats contains zero quaternions; each row must be a non-zero (w, x, y, z).")
 
     # ------------------------------------------------------------------ container protocol

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import torch
 from torch import Tensor
@@ -52,6 +53,7 @@ class _RenderCPU(torch.autograd.Function):
 
         tiles_x = math.ceil(width / kern.TILE_SIZE)
         tiles_y = math.ceil(height / kern.TILE_SIZE)
+        tile_order = kern.balanced_tile_order(tiles_x * tiles_y, numba.get_num_threads())
         batch, n, n_channels = viewmats.shape[0], means.shape[0], colors.shape[1] + 1
         arrays = [_np32(t) for t in (means, quats, scales, opacities, colors)]
         views, ks = viewmats.detach().double().numpy(), Ks.detach().double().numpy()
@@ -66,14 +68,15 @@ class _RenderCPU(torch.autograd.Function):
             proj.project_forward(*arrays[:4], views[i], fx, fy, cx, cy, width, height, m2d, conics, depths, radii)
             visible = np.flatnonzero((radii[:, 0] > 0) & (radii[:, 1] > 0))
             # Stable sort by depth, ties by index: the front-to-back order of every tile.
-            order = visible[np.argsort(depths[visible], kind="stable")]
+            order = visible[torch.sort(torch.from_numpy(depths[visible]), stable=True).indices.numpy()]
             offsets, ids = kern.bin_gaussians_to_tiles(m2d, radii, order, tiles_x, tiles_y)
             channels = np.concatenate([arrays[4], depths[:, None]], axis=1)
             kern.rasterize_forward(
-                m2d, conics, arrays[3], channels, ids, offsets, width, height, tiles_x,
+                m2d, conics, arrays[3], channels, ids, offsets, tile_order, width, height, tiles_x,
                 out_colors[i], out_trans[i], out_last[i],
             )
             per_camera.append((m2d, conics, channels, radii, ids, offsets, (fx, fy, cx, cy)))
+        ctx.tile_order = tile_order
         ctx.per_camera, ctx.arrays, ctx.views = per_camera, arrays, views
         ctx.trans, ctx.last, ctx.size = out_trans, out_last, (width, height, tiles_x)
         render = torch.from_numpy(out_colors).to(colors.dtype)
@@ -97,7 +100,7 @@ class _RenderCPU(torch.autograd.Function):
             k = ids.shape[0]
             rows = (np.zeros((k, 2), np.float32), np.zeros((k, 3), np.float32), np.zeros((k, 1), np.float32), np.zeros((k, n_channels), np.float32))
             kern.rasterize_backward(
-                m2d, conics, opacities, channels, ids, offsets, width, height, tiles_x,
+                m2d, conics, opacities, channels, ids, offsets, ctx.tile_order, width, height, tiles_x,
                 ctx.trans[i], ctx.last[i], g_render[i], g_alpha[i], rows[0], rows[1], rows[2][:, 0], rows[3],
             )
             v_m2d, v_conics = np.zeros((n, 2), np.float32), np.zeros((n, 3), np.float32)
