@@ -123,8 +123,8 @@ def _exp_neg(s):
 
 
 @njit(inline="always", fastmath=True)
-def _span_alphas(mx, dy, ca, cb, cc, opac, lo, count, out):
-    """Alpha of one Gaussian at pixels lo..lo+count-1 of a row (0 where sigma < 0 or alpha < 1/255).
+def _span_alphas(mx, dy, ca, cb, cc, opac, max_sigma, lo, count, out):
+    """Alpha of one Gaussian at pixels lo..lo+count-1 of a row (0 where sigma < 0, sigma > max_sigma or alpha < 1/255).
 
     Branch-free so that it vectorises; the compositing loop then only touches pixels with alpha > 0.
     """
@@ -134,7 +134,9 @@ def _span_alphas(mx, dy, ca, cb, cc, opac, lo, count, out):
         sigma = np.float32(0.5) * ca * dx * dx + quad_y + cb * dx * dy
         clamped = min(max(sigma, np.float32(0.0)), np.float32(_SIGMA_CLAMP))
         alpha = min(np.float32(MAX_ALPHA), opac * _exp_neg(clamped))
-        out[j] = alpha if (sigma >= 0.0 and alpha >= ALPHA_THRESHOLD) else np.float32(0.0)
+        # the same tests, in the same order of precision, as the forward compositing loop
+        keep = sigma >= 0.0 and sigma <= max_sigma and alpha >= ALPHA_THRESHOLD
+        out[j] = alpha if keep else np.float32(0.0)
 
 
 @njit(inline="always")
@@ -190,7 +192,6 @@ def rasterize_forward(
         last = np.full(TILE_SIZE * TILE_SIZE, start - 1, dtype=np.int64)
         done = np.zeros(TILE_SIZE * TILE_SIZE, dtype=np.bool_)
         row_done = np.zeros(TILE_SIZE, dtype=np.int64)  # finished pixels per row: full rows are skipped
-        alphas = np.empty(TILE_SIZE, dtype=np.float32)
         n_done = 0
         for k in range(start, end):
             if n_done == n_pix:
@@ -209,11 +210,18 @@ def rasterize_forward(
                 lo, hi = _row_span(mx, my, ca, cb, cc, max_sigma, y0 + r, x0, x0 + tile_w - 1)
                 if hi < lo:
                     continue
-                _span_alphas(mx, my - np.float32(y0 + r + 0.5), ca, cb, cc, opac, lo, hi - lo + 1, alphas)
-                for j in range(hi - lo + 1):
-                    alpha = alphas[j]
-                    p = r * TILE_SIZE + lo + j - x0
-                    if alpha == 0.0 or done[p]:
+                dy = my - np.float32(y0 + r + 0.5)
+                quad_y = np.float32(0.5) * cc * dy * dy
+                for px in range(lo, hi + 1):
+                    p = r * TILE_SIZE + px - x0
+                    if done[p]:
+                        continue
+                    dx = mx - np.float32(px + 0.5)
+                    sigma = np.float32(0.5) * ca * dx * dx + quad_y + cb * dx * dy
+                    if sigma < 0.0 or sigma > max_sigma:  # alpha < 1/255 for sure: skip the exp
+                        continue
+                    alpha = min(np.float32(MAX_ALPHA), opac * _exp_neg(sigma))
+                    if alpha < ALPHA_THRESHOLD:
                         continue
                     next_trans = trans[p] * (np.float32(1.0) - alpha)
                     if next_trans <= TRANSMITTANCE_EPS:  # done, exclusive of this Gaussian (as gsplat)
@@ -303,7 +311,7 @@ def rasterize_backward(
                 if hi < lo:
                     continue
                 dy = my - np.float32(y0 + r + 0.5)
-                _span_alphas(mx, dy, ca, cb, cc, opac, lo, hi - lo + 1, alphas)
+                _span_alphas(mx, dy, ca, cb, cc, opac, max_sigma, lo, hi - lo + 1, alphas)
                 for j in range(hi - lo + 1):
                     alpha = alphas[j]
                     px = lo + j
