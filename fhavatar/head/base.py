@@ -10,10 +10,11 @@ from torch import Tensor
 
 __all__ = ["HEAD_UNITS_PER_METRE", "HeadModel", "REGION_NAMES"]
 
-#: Head-space units per metre. PanoHead renders heads from 2.7 units with an 18.84° field of view (0.894 units
-#: visible at the head centre); at 2.6 units/m a 23 cm crown-to-chin head spans ~0.6 units, the ~2/3 of the
-#: frame height PanoHead's full-head crops give it. Every head model maps its native units with this scale.
-HEAD_UNITS_PER_METRE = 2.6
+#: Head-space units per metre. PanoHead's cameras (radius 2.7, normalised focal 4.2647, i.e. a 13.4° vertical
+#: field of view) see 2.7 / 4.2647 = 0.633 units of height at the head centre; PanoHead's full-head crops give
+#: a crown-to-chin head (~23 cm) about 2/3 of that, so 1.8 units/m. Every head model maps its native units with
+#: this scale.
+HEAD_UNITS_PER_METRE = 1.8
 
 #: Vertex regions every head model names (used for UV region masks, losses and defaults).
 REGION_NAMES = ("face", "scalp", "eyes", "mouth", "neck", "ears")

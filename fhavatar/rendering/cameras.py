@@ -12,7 +12,8 @@ from torch import Tensor
 
 __all__ = ["Camera", "PANOHEAD_FOCAL", "PANOHEAD_RADIUS"]
 
-#: Normalised focal length of PanoHead/EG3D cameras (fx / width, an 18.84° field of view).
+#: Normalised focal length of PanoHead/EG3D cameras (fx / width: a 13.4° field of view; EG3D derives it from
+#: "18.837°" with an extra factor of 1.414).
 PANOHEAD_FOCAL = 4.2647
 #: Distance of PanoHead/EG3D cameras from the head centre, in head-space units.
 PANOHEAD_RADIUS = 2.7
