@@ -283,3 +283,18 @@ def test_errors(head, layout):
         layout.sample(torch.zeros(1, 3, 64, 64), torch.zeros(5, 3))
     with pytest.raises(ValueError, match=r"uv.*\[0, 1\]"):
         layout.sample(torch.zeros(1, 3, 64, 64), torch.full((5, 2), 1.5))
+
+
+def test_open_head_uv_atlas_is_mirror_symmetric():
+    """On the real OpenHead: the position at the mirror texel is the x-reflected position."""
+    from fhavatar.head.open_head import OpenHead
+
+    head = OpenHead()
+    layout = UVLayout(head, resolution=64)
+    positions = layout.position_map(head.template_vertices[None])
+    reflected = positions * torch.tensor([-1.0, 1.0, 1.0])[None, :, None, None]
+    exact = layout.valid & layout.mirror_exact
+    assert exact.sum() > 0.95 * layout.valid.sum()
+    err = (layout.flip(positions) - reflected).norm(dim=1)[0][exact]
+    assert err.max() < 1e-4, err.max()
+    assert 0.6 < layout.valid.float().mean() < 0.95
