@@ -6,7 +6,8 @@ the source mesh. Conventions, all maps `[B, C, K, K]` on the UV atlas (row 0 = t
 
 - `colors` `[B, 3, K, K]`: RGB in [0, 1].
 - `rotations` `[B, 4, K, K]`: unit quaternions (w, x, y, z) *relative to the local frame of the bound triangle*
-  (tangent, bitangent, normal), so they follow the triangle when the head moves.
+  (tangent t = the triangle's 3D direction of +u made perpendicular to the normal, normal n, bitangent n × t;
+  see `fhavatar.avatar`), so they follow the triangle when the head moves.
 - `scales` `[B, 3, K, K]`: standard deviations in head units on the source mesh, along the rotated local axes
   (already multiplied by the relative scale map s of §3.2); they scale with the triangle when it stretches.
 - `opacities` `[B, 1, K, K]` in [0, 1].

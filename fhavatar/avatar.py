@@ -1,0 +1,456 @@
+"""`Avatar`: Gaussians sampled from UV attribute maps and bound to the source head mesh (paper §3.2).
+
+Each Gaussian lives on one triangle of the head model (GaussianAvatars-style binding): a face index and
+barycentrics give its anchor on the surface, and its offset, rotation and scale are stored in the triangle's
+*local frame*, so `Avatar.gaussians(params)` re-poses the whole avatar with the head model alone.
+
+Local frame of a triangle `(p0, p1, p2)` with UVs `(t0, t1, t2)`:
+
+- normal `n = normalise((p1 - p0) x (p2 - p0))` (outward: faces are counter-clockwise seen from outside);
+- tangent `t = normalise(dP/du - (dP/du · n) n)`, the 3D direction of +u in the atlas (so the frame varies
+  smoothly across triangles in UV space, as the UV maps do); `normalise(p1 - p0)` where the UV triangle is
+  degenerate;
+- bitangent `b = n x t`; `R_tri = [t | b | n]` (columns), a rotation.
+
+Triangle scale `k_tri = sqrt(area)`. A Gaussian stores `offset / k_src` and `scale / k_src`; posed, it is at
+`barycentric point + R_tri @ (k_tri * offset_local)` with rotation `R_tri ∘ q_local` and scale
+`k_tri * scale_local` (so `k = k_posed / k_src` multiplies the source values).
+
+Files: `save_ply` writes the standard 3DGS binary PLY that common viewers open; `save`/`Avatar.load` keep
+the bound avatar (safetensors + JSON metadata) for re-animation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .head.uv import UVLayout
+from .models.attributes import UVAttributes
+from .rendering.gaussians import Gaussians
+
+__all__ = [
+    "AVATAR_FILE_FORMAT", "Avatar", "PLY_PROPERTIES", "SH_C0", "load_gaussians_ply", "quat_multiply", "rotmat_to_quat",
+    "save_gaussians_ply", "triangle_frames",
+]
+
+#: Zeroth-order spherical-harmonic constant: 3DGS stores colour as `f_dc = (rgb - 0.5) / SH_C0`.
+SH_C0 = 0.28209479177387814
+#: Vertex properties of the PLY files written by `save_gaussians_ply`, in order (the 3DGS layout, degree 0).
+PLY_PROPERTIES = (
+    "x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
+    "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3",
+)
+#: Identifies files written by `Avatar.save` (safetensors metadata key "format").
+AVATAR_FILE_FORMAT = "fhavatar-avatar/1"
+#: Smallest triangle scale sqrt(area) (head units) used as a divisor; also the smallest Gaussian scale.
+_MIN_SCALE = 1e-8
+#: Opacities are clamped to [eps, 1 - eps] before the logit of a PLY file.
+_OPACITY_EPS = 1e-6
+#: PLY scalar types -> numpy little-endian dtypes.
+_PLY_TYPES = {
+    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "<i2", "int16": "<i2",
+    "ushort": "<u2", "uint16": "<u2", "int": "<i4", "int32": "<i4", "uint": "<u4", "uint32": "<u4",
+    "float": "<f4", "float32": "<f4", "double": "<f8", "float64": "<f8",
+}
+_BOUND_FIELDS = ("face_index", "barycentrics", "offsets", "rotations", "scales", "colors", "opacities")
+
+
+# ---------------------------------------------------------------------------------------------- geometry
+def triangle_frames(
+    triangles: Tensor,  # [..., 3, 3] corner positions
+    uv_triangles: Tensor,  # [..., 3, 2] corner UVs
+) -> tuple[Tensor, Tensor]:  # rotations [..., 3, 3], scales [...]
+    """Local frames `R_tri = [t | b | n]` and scales `k_tri = sqrt(area)` of triangles (module docstring)."""
+    e1, e2 = triangles[..., 1, :] - triangles[..., 0, :], triangles[..., 2, :] - triangles[..., 0, :]
+    cross = torch.linalg.cross(e1, e2, dim=-1)
+    double_area = cross.norm(dim=-1)
+    normal = cross / double_area.clamp(min=_MIN_SCALE**2)[..., None]
+    d1, d2 = uv_triangles[..., 1, :] - uv_triangles[..., 0, :], uv_triangles[..., 2, :] - uv_triangles[..., 0, :]
+    det = d1[..., 0] * d2[..., 1] - d2[..., 0] * d1[..., 1]
+    degenerate_uv = det.abs() < 1e-12
+    d_du = (e1 * d2[..., 1:2] - e2 * d1[..., 1:2]) / torch.where(degenerate_uv, torch.ones_like(det), det)[..., None]
+    d_du = torch.where(degenerate_uv[..., None], e1, d_du)
+    tangent = F.normalize(d_du - (d_du * normal).sum(-1, keepdim=True) * normal, dim=-1)
+    bitangent = torch.linalg.cross(normal, tangent, dim=-1)
+    return torch.stack([tangent, bitangent, normal], dim=-1), (double_area / 2).clamp(min=_MIN_SCALE**2).sqrt()
+
+
+def rotmat_to_quat(matrix: Tensor) -> Tensor:  # [..., 3, 3] -> [..., 4] (w, x, y, z), w >= 0
+    """Unit quaternions of rotation matrices (the numerically stable branch per element)."""
+    m = matrix
+    m00, m11, m22 = m[..., 0, 0], m[..., 1, 1], m[..., 2, 2]
+    # 4 q_i^2 for i = w, x, y, z, and the candidates built from the largest one.
+    sq = torch.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1)
+    r = sq.clamp(min=1e-12).sqrt()  # 2 |q_i|
+    d21, d02, d10 = m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]
+    s21, s02, s10 = m[..., 2, 1] + m[..., 1, 2], m[..., 0, 2] + m[..., 2, 0], m[..., 1, 0] + m[..., 0, 1]
+    candidates = torch.stack([
+        torch.stack([r[..., 0] ** 2, d21, d02, d10], -1) / (2 * r[..., 0:1]),
+        torch.stack([d21, r[..., 1] ** 2, s10, s02], -1) / (2 * r[..., 1:2]),
+        torch.stack([d02, s10, r[..., 2] ** 2, s21], -1) / (2 * r[..., 2:3]),
+        torch.stack([d10, s02, s21, r[..., 3] ** 2], -1) / (2 * r[..., 3:4]),
+    ], -2)  # [..., 4, 4]
+    best = sq.argmax(-1)[..., None, None].expand(*sq.shape[:-1], 1, 4)
+    q = F.normalize(candidates.gather(-2, best)[..., 0, :], dim=-1)
+    return torch.where(q[..., :1] < 0, -q, q)
+
+
+def quat_multiply(a: Tensor, b: Tensor) -> Tensor:  # [..., 4] x [..., 4] -> [..., 4] (w, x, y, z)
+    """Hamilton product `a ⊗ b` (the rotation `b` first, then `a`)."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack([
+        aw * bw - ax * bx - ay * by - az * bz,
+        aw * bx + ax * bw + ay * bz - az * by,
+        aw * by - ax * bz + ay * bw + az * bx,
+        aw * bz + ax * by - ay * bx + az * bw,
+    ], -1)
+
+
+# ---------------------------------------------------------------------------------------------- PLY files
+def save_gaussians_ply(gaussians: Gaussians, path: str | Path) -> Path:
+    """Write `gaussians` as a standard 3DGS binary little-endian PLY (properties `PLY_PROPERTIES`).
+
+    Colour is stored as the DC spherical-harmonic coefficient `(rgb - 0.5) / SH_C0`, opacity as a logit,
+    scales as logs and rotations as normalised `(w, x, y, z)`; normals are zero (as 3DGS writes them).
+    Only RGB Gaussians (`C = 3`) can be written.
+    """
+    if not isinstance(gaussians, Gaussians):
+        raise TypeError(f"`gaussians` must be a fhavatar.rendering.Gaussians, got {type(gaussians).__name__}.")
+    if gaussians.num_channels != 3:
+        raise ValueError(f"A 3DGS PLY holds RGB colours; `gaussians` has {gaussians.num_channels} channels.")
+    g = gaussians.detach().to(device="cpu", dtype=torch.float64)
+    opacity = g.opacities.clamp(_OPACITY_EPS, 1 - _OPACITY_EPS)
+    columns = [
+        g.means, torch.zeros_like(g.means), (g.colors - 0.5) / SH_C0, torch.log(opacity / (1 - opacity))[:, None],
+        g.scales.log(), F.normalize(g.quats, dim=-1),
+    ]
+    values = torch.cat(columns, 1).to(torch.float32).numpy()
+    data = np.empty(len(g), dtype=[(name, "<f4") for name in PLY_PROPERTIES])
+    for i, name in enumerate(PLY_PROPERTIES):
+        data[name] = values[:, i]
+    header = "ply\nformat binary_little_endian 1.0\n" + f"element vertex {len(g)}\n"
+    header += "".join(f"property float {name}\n" for name in PLY_PROPERTIES) + "end_header\n"
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(header.encode("ascii"))
+        f.write(data.tobytes())
+    return path
+
+
+def _read_ply_header(raw: bytes, path: Path) -> tuple[int, list[tuple[str, str]], int]:
+    """(vertex count, [(property, numpy dtype)], data offset) of a binary little-endian 3DGS PLY."""
+    end = raw.find(b"end_header\n")
+    if not raw.startswith(b"ply\n") or end < 0:
+        raise ValueError(f"{str(path)!r} is not a PLY file (no 'ply' magic line or no 'end_header').")
+    lines = raw[:end].decode("ascii", errors="replace").splitlines()[1:]
+    count, props, element = None, [], None
+    for line in lines:
+        words = line.split()
+        if not words or words[0] in ("comment", "obj_info"):
+            continue
+        if words[0] == "format":
+            if words[1:2] != ["binary_little_endian"]:
+                raise ValueError(f"{str(path)!r}: only 'binary_little_endian' PLY files are supported, got "
+                                 f"{' '.join(words[1:])!r}.")
+        elif words[0] == "element":
+            if element == "vertex":
+                raise ValueError(f"{str(path)!r}: a 3DGS PLY holds only the 'vertex' element, found {words[1]!r} "
+                                 "after it.")
+            element = words[1]
+            if element != "vertex":
+                raise ValueError(f"{str(path)!r}: expected the 'vertex' element first, got {element!r}.")
+            count = int(words[2])
+        elif words[0] == "property":
+            if words[1] == "list" or words[1] not in _PLY_TYPES or len(words) != 3:
+                raise ValueError(f"{str(path)!r}: unsupported PLY property line {line!r}.")
+            props.append((words[2], _PLY_TYPES[words[1]]))
+        else:
+            raise ValueError(f"{str(path)!r}: unexpected PLY header line {line!r}.")
+    if count is None:
+        raise ValueError(f"{str(path)!r}: the PLY header declares no 'vertex' element.")
+    names = {p for p, _ in props}
+    missing = [name for name in PLY_PROPERTIES if name not in names and name not in ("nx", "ny", "nz")]
+    if missing:
+        raise ValueError(f"{str(path)!r} is not a 3DGS PLY: missing vertex properties {missing}.")
+    return count, props, end + len(b"end_header\n")
+
+
+def load_gaussians_ply(path: str | Path) -> Gaussians:
+    """Read a 3DGS binary PLY (as written by `save_gaussians_ply`, or by 3DGS itself: higher-order SH
+    coefficients and other extra properties are ignored) into `Gaussians` with RGB colours in [0, 1]."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No PLY file at {str(path)!r}.")
+    raw = path.read_bytes()
+    count, props, offset = _read_ply_header(raw, path)
+    dtype = np.dtype(props)
+    if len(raw) - offset < count * dtype.itemsize:
+        raise ValueError(f"{str(path)!r} is truncated: the header declares {count} vertices of {dtype.itemsize} "
+                         f"bytes, but only {len(raw) - offset} data bytes follow.")
+    data = np.frombuffer(raw, dtype=dtype, count=count, offset=offset)
+
+    def cols(*names: str) -> Tensor:
+        return torch.from_numpy(np.stack([data[n].astype(np.float32) for n in names], 1))
+
+    f_dc = cols("f_dc_0", "f_dc_1", "f_dc_2")
+    quats = cols("rot_0", "rot_1", "rot_2", "rot_3")
+    if count and bool((quats.norm(dim=-1) == 0).any()):
+        raise ValueError(f"{str(path)!r} holds zero rotation quaternions.")
+    return Gaussians(
+        means=cols("x", "y", "z"),
+        quats=F.normalize(quats, dim=-1) if count else quats,
+        scales=cols("scale_0", "scale_1", "scale_2").exp(),
+        opacities=torch.sigmoid(cols("opacity")[:, 0]),
+        colors=(f_dc * SH_C0 + 0.5).clamp(0, 1),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- the avatar
+class Avatar:
+    """N Gaussians bound to the triangles of a head model (see the module docstring for the local frame).
+
+    Build one with `Avatar.from_attributes` (or `Avatar.load`); `gaussians(params)` poses it. Tensors (all
+    on one device, fp32): `face_index [N]` long, `barycentrics [N, 3]`, `offsets [N, 3]` and `scales [N, 3]`
+    in units of the source triangle's scale `sqrt(area)` along its local axes, `rotations [N, 4]` unit
+    `(w, x, y, z)` relative to the local frame, `colors [N, 3]` RGB in [0, 1], `opacities [N]`, and
+    `source_vertices [V, 3]` with `source_params` (batch of one) of the head model.
+
+    Example:
+        ```py
+        >>> avatar = Avatar.from_attributes(attributes, layout, head, params)   # UVAttributes from a model
+        >>> talking = head.neutral_params(1); talking.jaw[:, 0] = 0.2
+        >>> image = render_gaussians(avatar.gaussians(talking), camera, 512, 512).image
+        >>> avatar.save_ply("avatar.ply")                                       # for any 3DGS viewer
+        ```
+    """
+
+    def __init__(self, head_model: torch.nn.Module, source_params: Any, source_vertices: Tensor, face_index: Tensor,
+                 barycentrics: Tensor, offsets: Tensor, rotations: Tensor, scales: Tensor, colors: Tensor,
+                 opacities: Tensor):
+        for name in ("faces", "uv_coords", "uv_faces", "num_vertices"):
+            if not hasattr(head_model, name):
+                raise TypeError(f"`head_model` must be a HeadModel (with faces, uv_coords, uv_faces), got "
+                                f"{type(head_model).__name__}.")
+        n = face_index.shape[0]
+        shapes = {"face_index": (n,), "barycentrics": (n, 3), "offsets": (n, 3), "rotations": (n, 4),
+                  "scales": (n, 3), "colors": (n, 3), "opacities": (n,),
+                  "source_vertices": (head_model.num_vertices, 3)}
+        values = dict(face_index=face_index, barycentrics=barycentrics, offsets=offsets, rotations=rotations,
+                      scales=scales, colors=colors, opacities=opacities, source_vertices=source_vertices)
+        for name, shape in shapes.items():
+            if tuple(values[name].shape) != shape:
+                raise ValueError(f"Avatar.{name} must have shape {list(shape)}, got {list(values[name].shape)}.")
+        if n and (int(face_index.min()) < 0 or int(face_index.max()) >= head_model.faces.shape[0]):
+            raise ValueError(f"Avatar.face_index must lie in [0, {head_model.faces.shape[0]}), got "
+                             f"[{int(face_index.min())}, {int(face_index.max())}].")
+        self.head_model = head_model
+        self.source_params = source_params
+        self.face_index = face_index.long()
+        for name in ("source_vertices", "barycentrics", "offsets", "rotations", "scales", "colors", "opacities"):
+            setattr(self, name, values[name].float())
+
+    def __len__(self) -> int:
+        return self.face_index.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.colors.device
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_attributes(cls, attributes: UVAttributes, layout: UVLayout, head_model: torch.nn.Module,
+                        source_params: Any, batch_index: int = 0) -> Avatar:
+        """Sample Gaussians from UV attribute maps at the layout's positions X and bind them to the source mesh.
+
+        Args:
+            attributes (`UVAttributes`): activated maps `[B, C, K, K]` (see `fhavatar.models.attributes`).
+                `refined_positions`, when given, moves each Gaussian by `p_r - p` (sampled at X and expressed
+                in the triangle frame) on top of its offset.
+            layout (`UVLayout`): the head model's atlas at the maps' resolution K.
+            head_model (`HeadModel`): the head model `source_params` belongs to (kept for posing).
+            source_params: the head-model parameters of the source image (batch B, e.g. `OpenHeadParams`).
+            batch_index (`int`, *optional*, defaults to 0): which batch element to build.
+
+        Differentiable with respect to the attribute maps (training renders `from_attributes(...).gaussians()`).
+        """
+        if not isinstance(attributes, UVAttributes):
+            raise TypeError(f"`attributes` must be UVAttributes, got {type(attributes).__name__}.")
+        attributes.validate()
+        if not isinstance(layout, UVLayout):
+            raise TypeError(f"`layout` must be a UVLayout, got {type(layout).__name__}.")
+        if attributes.resolution != layout.resolution:
+            raise ValueError(f"`attributes` have resolution {attributes.resolution} but `layout` has "
+                             f"{layout.resolution}; build the layout at the maps' resolution.")
+        batch = attributes.colors.shape[0]
+        if isinstance(batch_index, bool) or not isinstance(batch_index, int) or not 0 <= batch_index < batch:
+            raise ValueError(f"`batch_index` must be an int in [0, {batch}), got {batch_index!r}.")
+        vertices = head_model(source_params)
+        if vertices.shape[0] != batch:
+            raise ValueError(f"`source_params` has batch size {vertices.shape[0]} but `attributes` {batch}.")
+        pick = slice(batch_index, batch_index + 1)
+        vertices = vertices[pick].float()
+        maps = attributes.map(lambda t: t[pick].float())
+        face_index, bary = layout.sample_face, layout.sample_barycentrics.float()
+
+        def sample(t: Tensor) -> Tensor:  # [1, C, K, K] -> [M, C]
+            return layout.sample(t).squeeze(0).T
+
+        frames, tri_scale = cls._frames(head_model, vertices[0], face_index)
+        offsets = sample(maps.offsets)
+        if maps.refined_positions is not None:
+            delta = (maps.refined_positions - layout.position_map(vertices)) * layout.valid
+            offsets = offsets + (frames.transpose(1, 2) @ sample(delta)[..., None])[..., 0]
+        params = _select_params(source_params, batch_index)
+        return cls(
+            head_model, params, vertices[0], face_index, bary,
+            offsets=offsets / tri_scale[:, None],
+            rotations=F.normalize(sample(maps.rotations), dim=-1),
+            scales=sample(maps.scales).clamp(min=_MIN_SCALE) / tri_scale[:, None],
+            colors=sample(maps.colors).clamp(0, 1),
+            opacities=sample(maps.opacities)[:, 0].clamp(0, 1),
+        )
+
+    @staticmethod
+    def _frames(head_model, vertices: Tensor, face_index: Tensor) -> tuple[Tensor, Tensor]:
+        """Frames `[N, 3, 3]` and scales `[N]` of the triangles `face_index` of `vertices [V, 3]`."""
+        faces = head_model.faces[face_index]
+        uv = head_model.uv_coords.to(vertices)[head_model.uv_faces[face_index]]
+        return triangle_frames(vertices[faces], uv)
+
+    # ------------------------------------------------------------------ posing
+    def posed_vertices(self, params: Any = None) -> Tensor:  # -> [V, 3]
+        """Head-model vertices for `params` (batch of one); `None` gives the source mesh."""
+        if params is None:
+            return self.source_vertices
+        vertices = self.head_model(params)
+        if vertices.shape[0] != 1:
+            raise ValueError(f"`params` must have batch size 1 (one pose per Gaussians set), got {vertices.shape[0]}.")
+        return vertices[0].to(self.source_vertices)
+
+    def gaussians(self, params: Any = None, vertices: Tensor | None = None) -> Gaussians:
+        """The avatar's Gaussians on the head posed by `params` (or by explicit `vertices [V, 3]`).
+
+        Args:
+            params (*optional*): head-model parameters with batch size 1; `None` is the source pose.
+            vertices (`Tensor` of shape `[V, 3]` or `[1, V, 3]`, *optional*): posed vertices instead of params.
+
+        Returns:
+            `Gaussians` with `means [N, 3]`, `quats [N, 4]`, `scales [N, 3]`, `opacities [N]`, `colors [N, 3]`.
+        """
+        if vertices is not None:
+            if params is not None:
+                raise ValueError("Give `params` or `vertices`, not both.")
+            if vertices.dim() == 3 and vertices.shape[0] == 1:
+                vertices = vertices[0]
+            if tuple(vertices.shape) != tuple(self.source_vertices.shape):
+                raise ValueError(f"`vertices` must have shape {list(self.source_vertices.shape)}, got "
+                                 f"{list(vertices.shape)}.")
+            vertices = vertices.to(self.source_vertices)
+        else:
+            vertices = self.posed_vertices(params)
+        frames, tri_scale = self._frames(self.head_model, vertices, self.face_index)
+        corners = vertices[self.head_model.faces[self.face_index]]  # [N, 3, 3]
+        anchor = (corners * self.barycentrics[..., None]).sum(1)
+        local = self.offsets * tri_scale[:, None]
+        return Gaussians(
+            means=anchor + (frames @ local[..., None])[..., 0],
+            quats=quat_multiply(rotmat_to_quat(frames), self.rotations),
+            scales=(self.scales * tri_scale[:, None]).clamp(min=_MIN_SCALE),
+            opacities=self.opacities,
+            colors=self.colors,
+        )
+
+    def to(self, device=None) -> Avatar:
+        """A copy on `device` (the head model is moved too: it is shared, not copied)."""
+        moved = {name: getattr(self, name).to(device) for name in (*_BOUND_FIELDS, "source_vertices")}
+        params = _map_params(self.source_params, lambda t: t.to(device))
+        return Avatar(self.head_model.to(device), params, **moved)
+
+    # ------------------------------------------------------------------ files
+    def save_ply(self, path: str | Path, params: Any = None) -> Path:
+        """Write the avatar posed by `params` (default: the source pose) as a standard 3DGS PLY."""
+        return save_gaussians_ply(self.gaussians(params), path)
+
+    @staticmethod
+    def load_ply(path: str | Path) -> Gaussians:
+        """Read a 3DGS PLY back into `Gaussians` (the binding is not in a PLY: use `save`/`load` for that)."""
+        return load_gaussians_ply(path)
+
+    def save(self, path: str | Path) -> Path:
+        """Save the bound avatar (safetensors; metadata names the head model and checks its topology)."""
+        from safetensors.torch import save_file
+
+        tensors = {name: getattr(self, name).detach().cpu().contiguous() for name in (*_BOUND_FIELDS, "source_vertices")}
+        for name, value in _params_dict(self.source_params).items():
+            tensors[f"source_params.{name}"] = value.detach().cpu().contiguous()
+        metadata = {"format": AVATAR_FILE_FORMAT, "head": json.dumps(_head_signature(self.head_model)),
+                    "params_class": type(self.source_params).__name__}
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(path), metadata=metadata)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, head_model: torch.nn.Module) -> Avatar:
+        """Load an avatar written by `save`, re-bound to `head_model` (which must match the saved topology)."""
+        from safetensors import SafetensorError, safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"No avatar file at {str(path)!r}.")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata() or {}
+                tensors = {key: f.get_tensor(key) for key in f.keys()}
+        except (SafetensorError, OSError, ValueError) as err:
+            raise ValueError(f"{str(path)!r} is not a readable avatar file ({err}).") from err
+        if metadata.get("format") != AVATAR_FILE_FORMAT:
+            raise ValueError(f"{str(path)!r} is not an FHAvatar avatar (format {metadata.get('format')!r}, "
+                             f"expected {AVATAR_FILE_FORMAT!r}).")
+        saved, expected = json.loads(metadata.get("head", "{}")), _head_signature(head_model)
+        if saved != expected:
+            raise ValueError(f"{str(path)!r} was bound to a different head model ({saved}); got {expected}.")
+        params_class = getattr(head_model, "params_class", None)
+        if metadata.get("params_class") != getattr(params_class, "__name__", None):
+            raise ValueError(f"{str(path)!r} holds {metadata.get('params_class')} parameters, but `head_model` "
+                             f"takes {getattr(params_class, '__name__', None)}.")
+        missing = [n for n in (*_BOUND_FIELDS, "source_vertices") if n not in tensors]
+        if missing:
+            raise ValueError(f"{str(path)!r} is incomplete: missing {missing}.")
+        device = head_model.faces.device
+        prefix = "source_params."
+        params = params_class(**{k[len(prefix):]: v.to(device) for k, v in tensors.items() if k.startswith(prefix)})
+        return cls(head_model, params, **{n: tensors[n].to(device) for n in (*_BOUND_FIELDS, "source_vertices")})
+
+
+def _params_dict(params: Any) -> dict[str, Tensor]:
+    if not dataclasses.is_dataclass(params):
+        raise TypeError(f"Head-model parameters must be a dataclass of tensors, got {type(params).__name__}.")
+    return {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
+
+
+def _map_params(params: Any, fn) -> Any:
+    return type(params)(**{name: fn(value) for name, value in _params_dict(params).items()})
+
+
+def _select_params(params: Any, index: int) -> Any:
+    """Batch element `index` of a parameter dataclass, kept as a batch of one."""
+    return _map_params(params, lambda t: t[index : index + 1].detach().clone())
+
+
+def _head_signature(head_model: torch.nn.Module) -> dict:
+    """What must match between a saved avatar and the head model it is loaded onto."""
+    faces = head_model.faces.detach().cpu().long()
+    weights = torch.arange(1, faces.numel() + 1, dtype=torch.long).view_as(faces) % 9973
+    return {"class": type(head_model).__name__, "num_vertices": int(head_model.num_vertices),
+            "num_faces": int(faces.shape[0]), "faces_checksum": int((faces * weights).sum())}
