@@ -1,0 +1,534 @@
+"""Head-model fitting: one photo or a driving video -> aligned crop, PanoHead camera and OpenHead parameters.
+
+Conventions (DESIGN.md). World = head space (+y up, the face toward +z, 1.8 units/m). The fitted head stays
+canonical (zero `global_rotation`/`translation`) and the camera moves around it, PanoHead style: the head's
+rigid pose in the crop's OpenCV camera (x right, y down, z forward) is `world2cam = [R | t]`
+(`FaceTrack.head_rotation`, `FaceTrack.head_translation`) and `FaceTrack.camera.cam2world` is its inverse, with
+PanoHead's intrinsics (normalised focal `PANOHEAD_FOCAL`, principal point at the crop centre).
+
+OpenHead fit (`fit_open_head`): its first 468 vertices are MediaPipe's face landmarks, so
+1. rigid: a similarity (Umeyama) fit of the template to the landmarks (x, y and MediaPipe's depth, in pixels)
+   gives the rotation and the depth (`z = f_px / scale`); a few Levenberg-Marquardt steps then minimise the
+   perspective reprojection error of the expression-stable landmarks (above the upper lip, without eyelids),
+   Huber-weighted so that moving brows or bad points count less;
+2. expression: every observed landmark is back-projected along its camera ray to the depth of its rigidly posed
+   template vertex (moved halfway toward MediaPipe's own relative depth, `DEPTH_BLEND`), taken to head space and
+   minus the template: `expression [468, 3]`, each displacement clamped to `MAX_EXPRESSION_CM`;
+3. eyes: each eye's pitch/yaw (`OpenHeadParams.eyes`) by Gauss-Newton on its iris centre.
+Reprojection errors are mean distances between observed and model landmarks (478, irises included) divided by
+the longer side of the observed landmarks' box.
+
+`track_video` runs Face Mesh in tracking mode, fills frames without a face by interpolation and smooths
+landmarks, crops and poses over time. FLAME is fitted by `fit_flame` (`fit_flame.py`, re-exported here).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..head.open_head import NUM_FACE_VERTICES, OpenHead, OpenHeadParams
+from ..rendering.cameras import PANOHEAD_FOCAL, Camera
+from .align import _EYE_CONTOURS, DEFAULT_CROP_SIZE, CropTransform, compute_crop
+from .fit_flame import fit_flame
+from .landmarks import FaceLandmarker, NoFaceError
+from .motion import (
+    HEAD_TO_CAMERA,
+    _rodrigues,
+    _rz,
+    _skew,
+    head_angles,
+    interpolate_missing,
+    rotation_from_angles,
+    smooth_sequence,
+)
+
+__all__ = [
+    "DEFAULT_SMOOTHING",
+    "DEPTH_BLEND",
+    "FaceTrack",
+    "HEAD_TO_CAMERA",
+    "MAX_EXPRESSION_CM",
+    "OpenHeadFit",
+    "fit_flame",
+    "fit_open_head",
+    "head_angles",
+    "rotation_from_angles",
+    "track_image",
+    "track_video",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Largest per-landmark expression displacement, in cm (3 cm = 0.054 head units).
+MAX_EXPRESSION_CM = 3.0
+#: Weight of MediaPipe's relative depth (vs the template's depth) when back-projecting landmarks.
+DEPTH_BLEND = 0.5
+#: Huber threshold of the rigid fit, as a fraction of the crop size (2 px of 512).
+HUBER_FRACTION = 2.0 / 512
+#: Levenberg-Marquardt steps of the rigid fit: from the similarity initialisation / warm-started from a frame.
+RIGID_STEPS, WARM_RIGID_STEPS = 8, 3
+#: Gauss-Newton steps per eye and the largest eye rotation (radians, per axis).
+EYE_STEPS, MAX_EYE_ANGLE = 4, math.radians(40.0)
+_IRIS_CENTRES = (473, 468)  # OpenHeadParams.eyes order: the subject's left eye (x > 0), then the right eye
+_EYE_JOINTS = (3, 4)
+
+
+@dataclass
+class FaceTrack:
+    """One tracked image (a photo or a video frame).
+
+    Attributes:
+        image (`np.ndarray` of shape `[512, 512, 3]`, uint8): the aligned PanoHead-style crop.
+        mask (`np.ndarray` of shape `[512, 512]`, float32, or `None`): foreground probability of the crop
+            (MediaPipe selfie segmentation); `None` when not computed (driving videos by default).
+        crop (`CropTransform`): original image -> crop.
+        landmarks (`np.ndarray` of shape `[478, 3]`, float32): Face Mesh landmarks in crop pixels, z scaled like x.
+        camera (`Camera`, batch 1): PanoHead intrinsics; `cam2world` places the camera around the canonical head.
+        params (`OpenHeadParams`, batch 1): expression residuals and eye rotations; zero jaw, neck, global
+            rotation and translation (the head is canonical; the camera carries the pose).
+        head_rotation (`np.ndarray` of shape `[3, 3]`): head space -> crop camera rotation (`world2cam[:3, :3]`).
+        head_translation (`np.ndarray` of shape `[3]`): `world2cam[:3, 3]`, head units.
+        reprojection_error (`float`): mean landmark reprojection error of the fitted model / face box size.
+        rigid_error (`float`): the same for the rigidly posed template (expression zero): how well the pose fits.
+        has_face (`bool`): False for video frames without a detected face (filled by interpolation).
+    """
+
+    image: np.ndarray  # [512, 512, 3] uint8
+    mask: np.ndarray | None  # [512, 512] float32
+    crop: CropTransform
+    landmarks: np.ndarray  # [478, 3]
+    camera: Camera
+    params: OpenHeadParams
+    head_rotation: np.ndarray  # [3, 3]
+    head_translation: np.ndarray  # [3]
+    reprojection_error: float
+    rigid_error: float
+    has_face: bool = True
+
+    @property
+    def world2cam(self) -> np.ndarray:  # [4, 4]
+        """Head space -> crop camera rigid transform."""
+        out = np.eye(4)
+        out[:3, :3], out[:3, 3] = self.head_rotation, self.head_translation
+        return out
+
+    @property
+    def frame_rotation(self) -> np.ndarray:  # [3, 3]
+        """The head's rotation in the original image's camera axes: the crop's roll undone (head roll kept)."""
+        return _rz(self.crop.roll) @ self.head_rotation
+
+
+@dataclass
+class OpenHeadFit:
+    """Result of `fit_open_head` (all numpy, float64).
+
+    Attributes:
+        rotation (`[3, 3]`), translation (`[3]`): world2cam of the head in the crop camera.
+        expression (`[468, 3]`): head-space displacement of the face vertices.
+        eyes (`[2, 3]`): axis-angle rotations of the subject's left, then right eye.
+        reprojection_error (`float`), rigid_error (`float`): as in `FaceTrack`.
+    """
+
+    rotation: np.ndarray
+    translation: np.ndarray
+    expression: np.ndarray
+    eyes: np.ndarray
+    reprojection_error: float
+    rigid_error: float
+
+
+# ---------------------------------------------------------------------------------------------- model arrays
+class _HeadArrays:
+    """What the fit needs from an OpenHead, as float64 numpy (landmark vertices only)."""
+
+    def __init__(self, head: OpenHead) -> None:
+        template = head.template_vertices.detach().cpu().double().numpy()
+        faces = head.faces.detach().cpu().numpy()
+        corners = faces[head.landmark_faces.detach().cpu().numpy()]  # [478, 3]
+        ids = head.landmark_mediapipe_ids.detach().cpu().numpy()
+        order = np.argsort(ids)
+        if not np.array_equal(ids[order], np.arange(len(ids))) or len(ids) != 478:
+            raise ValueError("`head` must embed the 478 MediaPipe landmarks (landmark_mediapipe_ids 0..477).")
+        self.vertex_ids, inverse = np.unique(corners[order], return_inverse=True)
+        self.corners = inverse.reshape(478, 3)  # landmark -> its triangle's corners in `vertex_ids`
+        self.bary = head.landmark_barycentrics.detach().cpu().double().numpy()[order]  # [478, 3]
+        self.template = template[self.vertex_ids]  # [U, 3]
+        self.sources = head.expression_sources.detach().cpu().numpy()[self.vertex_ids]  # [U, K]
+        self.weights = head.expression_weights.detach().cpu().double().numpy()[self.vertex_ids]  # [U, K]
+        skin = head.skinning_weights.detach().cpu().double().numpy()[self.vertex_ids]
+        self.eye_weights = skin[:, list(_EYE_JOINTS)]  # [U, 2]
+        self.eye_joints = head.joint_locations.detach().cpu().double().numpy()[list(_EYE_JOINTS)]  # [2, 3]
+        self.face = template[:NUM_FACE_VERTICES]  # [468, 3]
+        upper_lip_y = 0.5 * (template[0, 1] + template[2, 1])  # between the upper lip (0) and the subnasale (2)
+        self.stable = np.array([i for i in range(NUM_FACE_VERTICES)
+                                if template[i, 1] > upper_lip_y and i not in _EYE_CONTOURS])
+        self.max_expression = MAX_EXPRESSION_CM / 100.0 * float(head.config.head_units_per_metre)
+        self.neutral = self.landmarks(self.template, np.zeros((2, 3)))  # [478, 3]
+
+    def rest(self, expression: np.ndarray) -> np.ndarray:  # [468, 3] -> [U, 3]
+        """Un-posed landmark-triangle vertices with the expression displacements."""
+        return self.template + (expression[self.sources] * self.weights[..., None]).sum(1)
+
+    def landmarks(self, rest: np.ndarray, eyes: np.ndarray) -> np.ndarray:  # [U, 3], [2, 3] -> [478, 3]
+        """Head-space landmarks with eye rotations `eyes` and zero jaw/neck/global pose (OpenHead.forward on the
+        landmark triangles only)."""
+        posed = rest.copy()
+        for e in range(2):
+            w = self.eye_weights[:, e]
+            if w.any() and np.any(eyes[e]):
+                rotated = (rest - self.eye_joints[e]) @ _rodrigues(eyes[e]).T + self.eye_joints[e]
+                posed += w[:, None] * (rotated - rest)
+        return (posed[self.corners] * self.bary[..., None]).sum(1)
+
+
+_ARRAYS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _arrays(head: OpenHead) -> _HeadArrays:
+    if not isinstance(head, OpenHead):
+        raise TypeError(f"`head` must be an OpenHead, got {type(head).__name__}.")
+    if head not in _ARRAYS:
+        _ARRAYS[head] = _HeadArrays(head)
+    return _ARRAYS[head]
+
+
+def _project(points: np.ndarray, rotation: np.ndarray, translation: np.ndarray, size: int) -> np.ndarray:
+    """[N, 3] head space -> [N, 2] pixels of a PanoHead camera on a `size` square image."""
+    p = points @ rotation.T + translation
+    return PANOHEAD_FOCAL * size * p[:, :2] / p[:, 2:3] + size / 2.0
+
+
+# ---------------------------------------------------------------------------------------------- the OpenHead fit
+def _similarity_init(lm: np.ndarray, arrays: _HeadArrays, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Umeyama fit of the camera-axes template to the stable landmarks (x, y, MediaPipe z) -> (R, t)."""
+    canon = arrays.face[arrays.stable] @ HEAD_TO_CAMERA.T
+    pts = lm[arrays.stable]
+    a, b = canon - canon.mean(0), pts - pts.mean(0)
+    u, sig, vt = np.linalg.svd(b.T @ a)
+    d = np.array([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
+    rot = (u * d) @ vt @ HEAD_TO_CAMERA  # head space -> camera
+    scale = float((sig * d).sum() / (a**2).sum())  # pixels per head unit at the depth of the stable points
+    if not scale > 0:
+        raise ValueError("`landmarks` do not look like a face (the similarity fit has a non-positive scale).")
+    f = PANOHEAD_FOCAL * size
+    depth = f / scale
+    centroid = np.array([(pts[:, 0].mean() - size / 2) / f * depth, (pts[:, 1].mean() - size / 2) / f * depth, depth])
+    return rot, centroid - rot @ arrays.face[arrays.stable].mean(0)
+
+
+def _refine_rigid(lm, arrays, rot, trans, size, steps):
+    """Huber-weighted Levenberg-Marquardt on the perspective reprojection of the stable landmarks."""
+    pts, obs, f = arrays.face[arrays.stable], lm[arrays.stable, :2], PANOHEAD_FOCAL * size
+    huber, damping = HUBER_FRACTION * size, 1e-3
+    for _ in range(steps):
+        rp = pts @ rot.T
+        p = rp + trans
+        z = p[:, 2]
+        res = f * p[:, :2] / z[:, None] + size / 2.0 - obs  # [N, 2]
+        norm = np.linalg.norm(res, axis=1)
+        w = np.where(norm > huber, huber / np.maximum(norm, 1e-12), 1.0)
+        dproj = np.zeros((len(z), 2, 3))  # d(u, v) / dp
+        dproj[:, 0, 0] = dproj[:, 1, 1] = f / z
+        dproj[:, :, 2] = -f * p[:, :2] / z[:, None] ** 2
+        jac = np.concatenate([dproj @ -_skew(rp), dproj], 2).reshape(-1, 6)  # [2N, 6]: (omega, t)
+        wr = np.repeat(w, 2)
+        jtj = (jac * wr[:, None]).T @ jac
+        step = np.linalg.solve(jtj + damping * np.diag(np.diag(jtj)), -(jac * wr[:, None]).T @ res.ravel())
+        rot, trans = _rodrigues(step[:3]) @ rot, trans + step[3:]
+    return rot, trans
+
+
+def _rigid(lm, arrays, size, init=None):
+    """Similarity initialisation (or the warm start `init`, when it fits the stable landmarks better) + LM."""
+    rot, trans = _similarity_init(lm, arrays, size)
+    if init is not None:
+        warm = np.asarray(init[0], float), np.asarray(init[1], float)
+
+        def cost(r, t):
+            return np.linalg.norm(_project(arrays.face[arrays.stable], r, t, size) - lm[arrays.stable, :2], axis=1).mean()
+
+        if cost(*warm) < cost(rot, trans):
+            return _refine_rigid(lm, arrays, *warm, size, WARM_RIGID_STEPS)
+    return _refine_rigid(lm, arrays, rot, trans, size, RIGID_STEPS)
+
+
+def _expression(lm, arrays, rot, trans, size):
+    """Back-project the 468 landmarks to the depth of the posed template (blended with MediaPipe's z)."""
+    f = PANOHEAD_FOCAL * size
+    depth = (arrays.face @ rot.T + trans)[:, 2]
+    ref = depth[arrays.stable].mean()
+    mp_depth = lm[:468, 2] * ref / f  # MediaPipe's z (scaled like x) in head units, up to an offset
+    mp_depth += np.median(depth[arrays.stable] - mp_depth[arrays.stable])
+    z = depth + DEPTH_BLEND * (mp_depth - depth)
+    cam = np.concatenate([(lm[:468, :2] - size / 2.0) / f * z[:, None], z[:, None]], 1)
+    expression = (cam - trans) @ rot - arrays.face
+    norm = np.linalg.norm(expression, axis=1, keepdims=True)
+    return expression * np.minimum(1.0, arrays.max_expression / np.maximum(norm, 1e-12))
+
+
+def _eyes(lm, arrays, rot, trans, rest, size):
+    """Per eye, the (pitch, yaw) about the eye joint that puts the model's iris centre on the observed one.
+
+    The iris centre is `a + R d` (barycentric sum of its triangle's skinned corners), so each Gauss-Newton step
+    rotates one vector (Jacobian `-[R d]x`, exact at zero angles).
+    """
+    eyes = np.zeros((2, 3))
+    for e, iris in enumerate(_IRIS_CENTRES):
+        corners, bary, w = rest[arrays.corners[iris]], arrays.bary[iris], arrays.eye_weights[arrays.corners[iris], e]
+        joint = arrays.eye_joints[e]
+        a = bary @ (corners * (1 - w[:, None]) + w[:, None] * joint)
+        d = (bary * w) @ (corners - joint)
+        f, angles = PANOHEAD_FOCAL * size, np.zeros(2)
+        for _ in range(EYE_STEPS):
+            rd = _rodrigues(np.array([angles[0], angles[1], 0.0])) @ d
+            p = rot @ (a + rd) + trans
+            res = f * p[:2] / p[2] + size / 2.0 - lm[iris, :2]
+            dproj = np.array([[f / p[2], 0.0, -f * p[0] / p[2] ** 2], [0.0, f / p[2], -f * p[1] / p[2] ** 2]])
+            jac = dproj @ rot @ -_skew(rd)[:, :2]  # exact at zero angles, close enough near them
+            angles = np.clip(angles - np.linalg.lstsq(jac, res, rcond=None)[0], -MAX_EYE_ANGLE, MAX_EYE_ANGLE)
+        eyes[e, :2] = angles
+    return eyes
+
+
+def _reprojection(lm, model_landmarks, rot, trans, size) -> float:
+    uv = _project(model_landmarks, rot, trans, size)
+    box = np.ptp(lm[:, :2], axis=0).max()
+    return float(np.linalg.norm(uv - lm[:, :2], axis=1).mean() / max(box, 1e-9))
+
+
+def _check_landmarks(landmarks) -> np.ndarray:
+    lm = np.asarray(landmarks, dtype=np.float64)
+    if lm.shape != (478, 3):
+        raise ValueError(f"`landmarks` must be Face Mesh landmarks of shape [478, 3] (crop pixels), got {lm.shape}.")
+    if not np.isfinite(lm).all():
+        raise ValueError("`landmarks` hold NaN/inf values.")
+    return lm
+
+
+def fit_open_head(
+    landmarks: np.ndarray,  # [478, 3] crop pixels, z scaled like x
+    head: OpenHead | None = None,
+    image_size: int = DEFAULT_CROP_SIZE,
+    init: tuple[np.ndarray, np.ndarray] | None = None,
+    pose: tuple[np.ndarray, np.ndarray] | None = None,
+) -> OpenHeadFit:
+    """Fit OpenHead (rigid pose, expression residuals, eyes) to Face Mesh landmarks of a crop.
+
+    Args:
+        landmarks (`np.ndarray` of shape `[478, 3]`): landmarks in pixels of the `image_size` square crop seen by a
+            PanoHead camera (`CropTransform.apply(LandmarkResult.landmarks)`).
+        head (`OpenHead`, *optional*): the model (default: the packaged OpenHead).
+        image_size (`int`, *optional*, defaults to 512): side of the crop in pixels.
+        init (`tuple` of `[3, 3]`, `[3]`, *optional*): a warm start for the rigid fit (e.g. the previous frame).
+        pose (`tuple` of `[3, 3]`, `[3]`, *optional*): a fixed pose (e.g. temporally smoothed): skips the rigid fit.
+
+    Returns:
+        `OpenHeadFit`.
+    """
+    lm = _check_landmarks(landmarks)
+    arrays = _arrays(head if head is not None else OpenHead())
+    if pose is None:
+        rot, trans = _rigid(lm, arrays, image_size, init)
+    else:
+        rot, trans = np.asarray(pose[0], float), np.asarray(pose[1], float)
+    if not trans[2] > 0:
+        raise ValueError(f"The fitted head lies behind the camera (depth {trans[2]:.3g}); the landmarks are not a face.")
+    rigid_error = _reprojection(lm, arrays.neutral, rot, trans, image_size)
+    expression = _expression(lm, arrays, rot, trans, image_size)
+    rest = arrays.rest(expression)
+    eyes = _eyes(lm, arrays, rot, trans, rest, image_size)
+    error = _reprojection(lm, arrays.landmarks(rest, eyes), rot, trans, image_size)
+    return OpenHeadFit(rot, trans, expression, eyes, error, rigid_error)
+
+
+def _camera(rotation: np.ndarray, translation: np.ndarray) -> Camera:
+    """The PanoHead camera (batch 1) whose world2cam is `[rotation | translation]`."""
+    cam2world = np.eye(4)
+    cam2world[:3, :3] = rotation.T
+    cam2world[:3, 3] = -rotation.T @ translation
+    return Camera(cam2world=torch.tensor(cam2world, dtype=torch.float32)[None], intrinsics=Camera.make_intrinsics())
+
+
+def _params(fit: OpenHeadFit) -> OpenHeadParams:
+    def z(*shape):
+        return torch.zeros(1, *shape)
+
+    eyes = torch.tensor(fit.eyes, dtype=torch.float32)[None]
+    return OpenHeadParams(torch.tensor(fit.expression, dtype=torch.float32)[None], z(3), z(3), eyes, z(3), z(3))
+
+
+def make_track(image, mask, crop, landmarks, fit: OpenHeadFit, has_face: bool = True) -> FaceTrack:
+    """Assemble a `FaceTrack` from a crop and its `OpenHeadFit` (used by `track_image` and `track_video`)."""
+    return FaceTrack(image, mask, crop, np.asarray(landmarks, np.float32), _camera(fit.rotation, fit.translation),
+                     _params(fit), fit.rotation.copy(), fit.translation.copy(), fit.reprojection_error,
+                     fit.rigid_error, has_face)
+
+
+def track_image(image, landmarker: FaceLandmarker | None = None, head: OpenHead | None = None, mask: bool = True) -> FaceTrack:
+    """Track one photo: detect -> PanoHead crop -> landmarks in crop pixels -> OpenHead fit (-> foreground mask).
+
+    Args:
+        image (path, PIL image, array or tensor): anything `fhavatar.io.load_image` reads.
+        landmarker (`FaceLandmarker`, *optional*): reused if given (image mode recommended); else one is made.
+        head (`OpenHead`, *optional*): the model (default: the packaged OpenHead).
+        mask (`bool`, *optional*, defaults to True): also segment the crop's foreground.
+
+    Returns:
+        `FaceTrack`.
+
+    Raises:
+        NoFaceError / FaceTooSmallError: no usable face; ValueError / TypeError / FileNotFoundError: bad input.
+
+    Example:
+        ```py
+        >>> from fhavatar.tracking import track_image
+        >>> track = track_image("photo.jpg")  # doctest: +SKIP
+        >>> track.image.shape, track.camera.to_label().shape  # doctest: +SKIP
+        ((512, 512, 3), torch.Size([1, 25]))
+        ```
+    """
+    from ..io import load_image
+
+    image = load_image(image)
+    own = landmarker is None
+    landmarker = FaceLandmarker() if own else landmarker
+    try:
+        result = landmarker.detect(image)
+        crop = compute_crop(result.landmarks, result.image_size)
+        crop_image = crop.warp(image)
+        landmarks = crop.apply(result.landmarks.astype(np.float64))
+        fg = landmarker.segment_foreground(crop_image) if mask else None
+    finally:
+        if own:
+            landmarker.close()
+    fit = fit_open_head(landmarks, head, crop.output_size)
+    yaw, pitch, roll = head_angles(fit.rotation)
+    logger.info("tracked a %dx%d photo: yaw %+.0f°, pitch %+.0f°, roll %+.0f°, reprojection %.2f%% of the face box",
+                image.shape[1], image.shape[0], yaw, pitch, roll, 100 * fit.reprojection_error)
+    return make_track(crop_image, fg, crop, landmarks, fit)
+
+
+# ---------------------------------------------------------------------------------------------- video
+#: Default temporal smoothing (Gaussian sigma, in frames) of `track_video`.
+DEFAULT_SMOOTHING = 1.0
+#: Landmark smoothing is edge-preserving: a neighbour frame counts less when the landmark moved by more than this
+#: fraction of the face size (so blinks and mouth motion survive while still-subject jitter is averaged out).
+LANDMARK_RANGE = 0.01
+#: Extra Face Mesh passes over the first frame of a track: in tracking mode the landmarks' region of interest comes
+#: from the previous frame, so a new track settles over ~6 frames (about 1 px mean shift on a repeated frame).
+TRACK_PRIMING = 6
+#: Crop parameters are smoothed this many times more strongly than landmarks and pose.
+CROP_SMOOTHING_FACTOR = 2.0
+
+
+def _as_frames(frames_or_path) -> list[np.ndarray]:
+    import os
+
+    from ..io import read_video, to_uint8_frames
+
+    if isinstance(frames_or_path, (str, os.PathLike)):
+        return read_video(frames_or_path)[0]
+    if isinstance(frames_or_path, np.ndarray) and frames_or_path.ndim == 4:
+        frames_or_path = list(frames_or_path)
+    try:
+        return to_uint8_frames(frames_or_path)
+    except TypeError as err:
+        raise TypeError(f"`frames_or_path` must be a video path or a sequence of frames: {err}") from err
+
+
+def track_video(
+    frames_or_path,
+    landmarker: FaceLandmarker | None = None,
+    head: OpenHead | None = None,
+    smoothing: float = DEFAULT_SMOOTHING,
+    mask: bool = False,
+    min_face_fraction: float = 0.5,
+) -> list[FaceTrack]:
+    """Track a driving video frame by frame (Face Mesh in tracking mode), smooth it and fit OpenHead per frame.
+
+    Steps: landmarks per frame -> frames without a face get landmarks interpolated from their neighbours
+    (`has_face=False`) -> landmarks smoothed over time (edge-preserving, `LANDMARK_RANGE`) -> crops from them,
+    their centre/side/roll smoothed again (`CROP_SMOOTHING_FACTOR`) -> rigid fit per frame (warm-started from the
+    previous frame) -> poses smoothed -> expression and eyes per frame under the smoothed pose.
+
+    Args:
+        frames_or_path: a video file (read with `fhavatar.io.read_video`), a `[T, 3, H, W]` tensor in [0, 1], a
+            `[T, H, W, 3]` uint8 array or a sequence of frames.
+        landmarker (`FaceLandmarker`, *optional*): reused (and `reset()`) if given; by default a video-mode one.
+        head (`OpenHead`, *optional*): the model (default: the packaged OpenHead).
+        smoothing (`float`, *optional*, defaults to 1.0): temporal Gaussian sigma in frames; 0 disables smoothing.
+        mask (`bool`, *optional*, defaults to False): also segment each crop's foreground (slower).
+        min_face_fraction (`float`, *optional*, defaults to 0.5): fewer frames with a face raise `ValueError`.
+
+    Returns:
+        `list[FaceTrack]`, one per frame.
+
+    Raises:
+        ValueError: too few frames show a face, or invalid arguments.
+    """
+    if not (isinstance(smoothing, (int, float)) and math.isfinite(smoothing) and smoothing >= 0):
+        raise ValueError(f"`smoothing` must be a non-negative number of frames, got {smoothing!r}.")
+    if not 0.0 < float(min_face_fraction) <= 1.0:
+        raise ValueError(f"`min_face_fraction` must lie in (0, 1], got {min_face_fraction!r}.")
+    frames = _as_frames(frames_or_path)
+    head = head if head is not None else OpenHead()
+    own = landmarker is None
+    landmarker = FaceLandmarker(mode="video") if own else landmarker
+    landmarker.reset()
+    num = len(frames)
+    raw = np.zeros((num, 478, 3))
+    present = np.zeros(num, dtype=bool)
+    height, width = frames[0].shape[:2]
+    try:
+        for i, frame in enumerate(frames):
+            try:
+                if landmarker.mode == "video" and (i == 0 or not present[i - 1]):
+                    for _ in range(TRACK_PRIMING):  # a new track: let the landmark ROI settle on this frame
+                        landmarker.detect(frame)
+                raw[i] = landmarker.detect(frame).landmarks
+                compute_crop(raw[i], (width, height))  # rejects landmarks that are not face-shaped
+                present[i] = True
+            except NoFaceError:
+                continue
+            except ValueError as err:
+                logger.debug("frame %d: %s", i, err)
+        count = int(present.sum())
+        if count < min_face_fraction * num or count == 0:
+            raise ValueError(f"`frames_or_path`: only {count} of {num} frames show a face; at least "
+                             f"{math.ceil(min_face_fraction * num)} must. Use a video where the face stays visible.")
+        logger.info("track_video: %d frames, %d with a face, %d interpolated", num, count, num - count)
+        landmarks = interpolate_missing(raw, present)
+        size = np.ptp(landmarks[..., :2], axis=1).max(-1)  # [T] face box side
+        landmarks = smooth_sequence(landmarks, smoothing, LANDMARK_RANGE * size[:, None])
+        crops = [compute_crop(lm, (width, height)) for lm in landmarks]
+        crop_params = np.array([(c.centre[0], c.centre[1], c.side, c.roll) for c in crops])
+        crop_params[:, 3] = np.unwrap(crop_params[:, 3])
+        crop_params = smooth_sequence(crop_params, CROP_SMOOTHING_FACTOR * smoothing)
+        crops = [CropTransform.from_params((p[0], p[1]), p[2], p[3], (width, height)) for p in crop_params]
+        crop_lms = [c.apply(lm) for c, lm in zip(crops, landmarks)]
+        arrays, pose = _arrays(head), None
+        rotations, translations = np.zeros((num, 3, 3)), np.zeros((num, 3))
+        for i, lm in enumerate(crop_lms):
+            pose = _rigid(lm, arrays, DEFAULT_CROP_SIZE, pose)
+            rotations[i], translations[i] = pose
+        rotations = smooth_sequence(rotations.reshape(num, 9), smoothing).reshape(num, 3, 3)
+        u, _, vt = np.linalg.svd(rotations)  # back onto SO(3) (chordal mean)
+        u[:, :, 2] *= np.sign(np.linalg.det(u @ vt))[:, None]
+        rotations = u @ vt
+        translations = smooth_sequence(translations, smoothing)
+        tracks = []
+        for i in range(num):
+            crop_image = crops[i].warp(frames[i])
+            fg = landmarker.segment_foreground(crop_image) if mask else None
+            fit = fit_open_head(crop_lms[i], head, DEFAULT_CROP_SIZE, pose=(rotations[i], translations[i]))
+            tracks.append(make_track(crop_image, fg, crops[i], crop_lms[i], fit, bool(present[i])))
+    finally:
+        if own:
+            landmarker.close()
+    return tracks
