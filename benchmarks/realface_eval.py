@@ -4,7 +4,9 @@ For every photo in ../shared/data/realfaces: track it (OpenHead), build the avat
 ProjectionAvatarModel, render it from the source camera and from 36 orbit angles, and print
 - PSNR of the source-view render against the aligned photo inside the tracked face mask (target >= 25 dB),
 - the smallest alpha inside the head silhouette over the 36 orbit views (target >= 0.99),
-and write docs/realface_orbits/<photo>.png (the aligned photo next to 8 orbit views).
+and write out/realface_orbits/<photo>.png (the aligned photo next to 8 orbit views). The photos' licences
+(../shared/data/realfaces/MANIFEST.md) allow internal testing only, so these sheets stay out of the repository;
+docs/realface_orbits/ keeps the one made from the public-domain photo p01.
 
     PYTHONPATH=. .venv/bin/python benchmarks/realface_eval.py [--resolution 256] [--size 256]
 """
@@ -87,7 +89,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resolution", type=int, default=256, help="UV atlas size K")
     parser.add_argument("--size", type=int, default=256, help="render size in pixels")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "realface_orbits")
+    parser.add_argument("--out", type=Path, default=ROOT / "out" / "realface_orbits")
     args = parser.parse_args()
     head = OpenHead()
     layout = UVLayout(head, resolution=args.resolution)

@@ -6,8 +6,8 @@ latency in image (static) mode with the faces found, the face box and the crop, 
 (pose, reprojection errors). Optionally writes a contact sheet of the aligned 512² crops (downscaled) with the
 landmarks drawn, and a sheet of the OpenHead fits (mesh and landmarks over each crop).
 
-    PYTHONPATH=. .venv/bin/python benchmarks/tracking_bench.py [--repeats 5] [--contact-sheet docs/tracking_crops.png]
-        [--fit-sheet docs/tracking_fit.png]
+    PYTHONPATH=. .venv/bin/python benchmarks/tracking_bench.py [--repeats 5] [--contact-sheet out/tracking_crops.png]
+        [--fit-sheet out/tracking_fit.png]
 """
 
 from __future__ import annotations
