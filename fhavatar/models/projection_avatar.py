@@ -227,7 +227,10 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
         ramp = ((cosine - cfg.min_cosine) / (cfg.full_cosine - cfg.min_cosine)).clamp(0, 1)
         radius = max(1, round(cfg.feather_width * k))
         weight = visible * ramp
-        weight = weight * _box_blur(weight, valid, radius)  # fades to ~0.5 at the edge of the seen area
+        feathered = weight * _box_blur(weight, valid, radius)  # fades to ~0.5 at the edge of the seen area
+        # The mouth cavity is only seen through the lips, a small island that feathering would wash out into the
+        # dark default; whatever of it is seen (teeth, tongue) is taken as is.
+        weight = torch.where(layout.region("mouth")[None, None], weight, feathered)
 
         # 2. Region defaults from colours estimated in the photo.
         positions = layout.position_map(vertices)
