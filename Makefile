@@ -14,8 +14,18 @@ OUT ?= out
 venv:
 	@bash scripts/ensure_venv.sh
 
+# A real photo + driving clip when the shared examples are there (photo -> avatar -> orbit + re-enactment),
+# else the synthetic renderer demo.
+REALFACES := ../shared/data/realfaces
+DEMO_PHOTO := $(REALFACES)/p07_frontal_woman-smiling-aligned_p4d-zoe.jpg
+DEMO_CLIP := $(REALFACES)/v01_man-expressions-greenscreen_lp-d0.mp4
+
 demo: venv
-	$(PY) -m fhavatar.demo --out $(OUT)
+	@if [ -d "$(REALFACES)" ]; then \
+		$(PY) -m fhavatar "$(DEMO_PHOTO)" --driving "$(DEMO_CLIP)" --out $(OUT); \
+	else \
+		$(PY) -m fhavatar.demo --out $(OUT); \
+	fi
 
 test: venv
 	$(PY) -m pytest -q

@@ -17,7 +17,6 @@ the source mesh. Conventions, all maps `[B, C, K, K]` on the UV atlas (row 0 = t
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -47,8 +46,8 @@ class UVAttributes(BaseOutput):
     scales: Tensor
     opacities: Tensor
     offsets: Tensor
-    refined_positions: Optional[Tensor] = None
-    aux: Optional["UVAttributes"] = None
+    refined_positions: Tensor | None = None
+    aux: UVAttributes | None = None
 
     @property
     def resolution(self) -> int:
@@ -63,9 +62,10 @@ class UVAttributes(BaseOutput):
                 shape = list(value.shape) if isinstance(value, Tensor) else type(value).__name__
                 raise ValueError(f"UVAttributes.{name} must have shape [{b}, {channels}, {k}, {k}], got {shape}.")
         if self.refined_positions is not None and self.refined_positions.shape != (b, 3, k, k):
-            raise ValueError(f"UVAttributes.refined_positions must be [{b}, 3, {k}, {k}], got {list(self.refined_positions.shape)}.")
+            got = list(self.refined_positions.shape)
+            raise ValueError(f"UVAttributes.refined_positions must be [{b}, 3, {k}, {k}], got {got}.")
 
-    def map(self, fn) -> "UVAttributes":
+    def map(self, fn) -> UVAttributes:
         """Apply `fn` to every map (e.g. `layout.flip`, `.detach()`), recursing into `aux`."""
         values = {}
         for f in fields(self):

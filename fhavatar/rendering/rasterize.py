@@ -98,7 +98,10 @@ class _RenderCPU(torch.autograd.Function):
         v_opacities, v_colors = np.zeros((n, 1), np.float32), np.zeros((n, n_channels - 1), np.float32)
         for i, (m2d, conics, channels, radii, ids, offsets, intr) in enumerate(ctx.per_camera):
             k = ids.shape[0]
-            rows = (np.zeros((k, 2), np.float32), np.zeros((k, 3), np.float32), np.zeros((k, 1), np.float32), np.zeros((k, n_channels), np.float32))
+            rows = (
+                np.zeros((k, 2), np.float32), np.zeros((k, 3), np.float32),
+                np.zeros((k, 1), np.float32), np.zeros((k, n_channels), np.float32),
+            )
             kern.rasterize_backward(
                 m2d, conics, opacities, channels, ids, offsets, ctx.tile_order, width, height, tiles_x,
                 ctx.trans[i], ctx.last[i], g_render[i], g_alpha[i], rows[0], rows[1], rows[2][:, 0], rows[3],
