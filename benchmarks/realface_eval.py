@@ -96,7 +96,8 @@ def main() -> None:
     model = ProjectionAvatarModel()
     for path in sorted(PHOTOS.glob("p0*")):
         psnr, min_alpha, seconds = evaluate(path, head, layout, model, args.size, args.out)
-        print(f"{path.name:<52s} PSNR(face) {psnr:5.1f} dB   min alpha in silhouette (36 views) {min_alpha:.3f}   {seconds:.1f} s")
+        print(f"{path.name:<52s} PSNR(face) {psnr:5.1f} dB   min alpha in head silhouette (36 views) {min_alpha:.3f}"
+              f"   {seconds:.1f} s")
 
 
 if __name__ == "__main__":

@@ -287,13 +287,15 @@ def rasterize_backward(
         v_col = np.empty(n_channels, dtype=np.float32)
         alphas = np.empty(TILE_SIZE, dtype=np.float32)
         max_last = start - 1
+        row_last = np.full(TILE_SIZE, start - 1, dtype=np.int64)  # rows whose pixels all stopped before k are skipped
         for r in range(tile_h):
             for q in range(tile_w):
                 p = r * TILE_SIZE + q
                 trans[p] = transmittance[y0 + r, x0 + q]
                 v_alpha_a[p] = grad_alphas[y0 + r, x0 + q] * trans[p]
                 last[p] = last_index[y0 + r, x0 + q]
-                max_last = max(max_last, last[p])
+                row_last[r] = max(row_last[r], last[p])
+            max_last = max(max_last, row_last[r])
         for k in range(max_last, start - 1, -1):
             gid = ids[k]
             opac = opacities[gid]
@@ -307,6 +309,8 @@ def rasterize_backward(
                 v_col[c] = 0.0
             row_lo, row_hi = _row_range(my, ca, cb, cc, max_sigma, y0, y0 + tile_h - 1)
             for r in range(row_lo - y0, row_hi - y0 + 1):
+                if k > row_last[r]:
+                    continue
                 lo, hi = _row_span(mx, my, ca, cb, cc, max_sigma, y0 + r, x0, x0 + tile_w - 1)
                 if hi < lo:
                     continue
