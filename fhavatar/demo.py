@@ -1,7 +1,7 @@
 """`python -m fhavatar.demo`: render a 360° orbit of the built-in synthetic Gaussian head on the CPU.
 
-This is what `make demo` runs until the photo-to-avatar pipeline lands: it exercises the renderer, the
-orbit cameras and the mp4 writer end to end, with nothing downloaded.
+`make demo` runs it when the shared example photos are absent (otherwise it runs `python -m fhavatar` on a
+real photo and clip): it exercises the renderer, the orbit cameras and the mp4 writer with nothing downloaded.
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = render_orbit_demo(args.out, num_frames=args.frames, size=args.size, elevation_deg=args.elevation)
     elapsed = time.perf_counter() - start
     sys.stdout.write(
-        "FHAvatar demo: a synthetic Gaussian head (no photo yet: the photo-to-avatar pipeline is not built "
-        f"in this version) rendered on the CPU in {elapsed:.1f} s.\n"
+        "FHAvatar demo: a synthetic Gaussian head rendered on the CPU in "
+        f"{elapsed:.1f} s (for a real photo: python -m fhavatar PHOTO --driving CLIP).\n"
         f"  orbit video: {paths['orbit']}\n  front view:  {paths['front']}\n"
     )
     return 0
