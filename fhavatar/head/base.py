@@ -8,7 +8,7 @@ import torch
 from diffusers import ConfigMixin, ModelMixin
 from torch import Tensor
 
-__all__ = ["HEAD_UNITS_PER_METRE", "HeadModel", "REGION_NAMES"]
+__all__ = ["HEAD_UNITS_PER_METRE", "HeadModel", "REGION_NAMES", "mesh_buffer_specs"]
 
 #: Head-space units per metre. PanoHead's cameras (radius 2.7, normalised focal 4.2647, i.e. a 13.4° vertical
 #: field of view) see 2.7 / 4.2647 = 0.633 units of height at the head centre; PanoHead's full-head crops give
@@ -18,6 +18,21 @@ HEAD_UNITS_PER_METRE = 1.8
 
 #: Vertex regions every head model names (used for UV region masks, losses and defaults).
 REGION_NAMES = ("face", "scalp", "eyes", "mouth", "neck", "ears")
+
+
+def mesh_buffer_specs(config) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+    """(name, shape, dtype) of the buffers every head model has (see `HeadModel`), from its config sizes."""
+    v, f, t, lm = config["num_vertices"], config["num_faces"], config["num_uv"], config["num_landmarks"]
+    return [
+        ("template_vertices", (v, 3), torch.float32),
+        ("faces", (f, 3), torch.long),
+        ("uv_coords", (t, 2), torch.float32),
+        ("uv_faces", (f, 3), torch.long),
+        ("region_masks", (len(REGION_NAMES), v), torch.bool),
+        ("landmark_faces", (lm,), torch.long),
+        ("landmark_barycentrics", (lm, 3), torch.float32),
+        ("landmark_mediapipe_ids", (lm,), torch.long),
+    ]
 
 
 class HeadModel(ModelMixin, ConfigMixin):

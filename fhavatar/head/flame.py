@@ -21,7 +21,7 @@ import torch
 from diffusers.configuration_utils import register_to_config
 from torch import Tensor
 
-from .base import HEAD_UNITS_PER_METRE, REGION_NAMES, HeadModel
+from .base import HEAD_UNITS_PER_METRE, HeadModel, mesh_buffer_specs
 from .lbs import axis_angle_to_matrix, linear_blend_skinning
 
 __all__ = [
@@ -247,17 +247,8 @@ class FLAME(HeadModel):
 
 def _buffer_specs(config) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
     """(name, shape, dtype) of every FLAME buffer for a config (also the tensors of a converted file)."""
-    v, f, t = config["num_vertices"], config["num_faces"], config["num_uv"]
-    j, lm = config["num_joints"], config["num_landmarks"]
-    return [
-        ("template_vertices", (v, 3), torch.float32),
-        ("faces", (f, 3), torch.long),
-        ("uv_coords", (t, 2), torch.float32),
-        ("uv_faces", (f, 3), torch.long),
-        ("region_masks", (len(REGION_NAMES), v), torch.bool),
-        ("landmark_faces", (lm,), torch.long),
-        ("landmark_barycentrics", (lm, 3), torch.float32),
-        ("landmark_mediapipe_ids", (lm,), torch.long),
+    v, j = config["num_vertices"], config["num_joints"]
+    return mesh_buffer_specs(config) + [
         ("shapedirs", (v, 3, config["num_shape"]), torch.float32),
         ("exprdirs", (v, 3, config["num_expression"]), torch.float32),
         ("posedirs", (v, 3, 9 * (j - 1)), torch.float32),

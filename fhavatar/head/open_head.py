@@ -18,7 +18,7 @@ import torch
 from diffusers.configuration_utils import register_to_config
 from torch import Tensor
 
-from .base import HEAD_UNITS_PER_METRE, REGION_NAMES, HeadModel
+from .base import HEAD_UNITS_PER_METRE, HeadModel, mesh_buffer_specs
 from .lbs import axis_angle_to_matrix, linear_blend_skinning
 
 __all__ = [
@@ -222,17 +222,8 @@ class OpenHead(HeadModel):
 
 def _buffer_specs(config) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
     """(name, shape, dtype) of every OpenHead buffer for a config (also the tensors of an asset file)."""
-    v, f, t, lm = config["num_vertices"], config["num_faces"], config["num_uv"], config["num_landmarks"]
-    j, k = config["num_joints"], config["propagation_width"]
-    return [
-        ("template_vertices", (v, 3), torch.float32),
-        ("faces", (f, 3), torch.long),
-        ("uv_coords", (t, 2), torch.float32),
-        ("uv_faces", (f, 3), torch.long),
-        ("region_masks", (len(REGION_NAMES), v), torch.bool),
-        ("landmark_faces", (lm,), torch.long),
-        ("landmark_barycentrics", (lm, 3), torch.float32),
-        ("landmark_mediapipe_ids", (lm,), torch.long),
+    v, j, k = config["num_vertices"], config["num_joints"], config["propagation_width"]
+    return mesh_buffer_specs(config) + [
         ("mirror_vertex", (v,), torch.long),
         ("parents", (j,), torch.long),
         ("joint_locations", (j, 3), torch.float32),
