@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..rendering.triangles import covered_pixels
 from .base import REGION_NAMES
 
 __all__ = ["MAX_RESOLUTION", "MIN_RESOLUTION", "UVLayout", "rasterize_uv", "texel_centers", "uv_to_grid"]
@@ -29,8 +30,6 @@ MAX_RESOLUTION = 2048
 _RASTER_CHUNK = 1 << 21
 #: A texel centre counts as inside a triangle when its smallest barycentric is >= -this (edges included).
 _INSIDE_TOLERANCE = 1e-9
-#: A UV triangle whose area is below this (in squared pixels of the raster grid) is skipped as degenerate.
-_MIN_UV_AREA = 1e-12
 
 
 def texel_centers(height: int, width: int | None = None) -> Tensor:  # -> [H, W, 2]
@@ -62,39 +61,12 @@ def rasterize_uv(
     device = uv_coords.device
     pts = uv_coords.double()
     pix = torch.stack([pts[:, 0] * width - 0.5, (1 - pts[:, 1]) * height - 0.5], -1)[uv_faces]  # [F, 3, 2]
-    e1, e2 = pix[:, 1] - pix[:, 0], pix[:, 2] - pix[:, 0]
-    area2 = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]  # twice the signed area, in pixels²
-    lo = (pix.amin(1) - 1e-7).ceil().long()
-    hi = (pix.amax(1) + 1e-7).floor().long()
-    lo[:, 0].clamp_(min=0)
-    lo[:, 1].clamp_(min=0)
-    hi[:, 0].clamp_(max=width - 1)
-    hi[:, 1].clamp_(max=height - 1)
-    size = (hi - lo + 1).clamp(min=0)
-    count = size[:, 0] * size[:, 1] * (area2.abs() > _MIN_UV_AREA)
     best_score = torch.full((height * width,), -torch.inf, dtype=torch.float64, device=device)
     best_face = torch.full((height * width,), -1, dtype=torch.long, device=device)
     best_bary = torch.zeros(height * width, 3, dtype=torch.float64, device=device)
-    ends = count.cumsum(0)
-    start = 0
-    while start < uv_faces.shape[0]:
-        # Faces [start, stop): at least one, at most _RASTER_CHUNK candidates unless one face alone has more.
-        base = int(ends[start - 1]) if start else 0
-        stop = max(start + 1, int(torch.searchsorted(ends, base + _RASTER_CHUNK, right=True)))
-        f = torch.arange(start, stop, device=device).repeat_interleave(count[start:stop])
-        start = stop
-        if f.numel() == 0:
-            continue
-        offset = torch.arange(f.numel(), device=device) + base - (ends[f] - count[f])  # texel within the box
-        col = lo[f, 0] + offset % size[f, 0]
-        row = lo[f, 1] + offset // size[f, 0]
-        d = torch.stack([col, row], -1).double() - pix[f, 0]
-        b1 = (d[:, 0] * e2[f, 1] - d[:, 1] * e2[f, 0]) / area2[f]
-        b2 = (e1[f, 0] * d[:, 1] - e1[f, 1] * d[:, 0]) / area2[f]
-        bary = torch.stack([1 - b1 - b2, b1, b2], -1)
+    for f, row, col, bary in covered_pixels(pix, width, height, None, _RASTER_CHUNK, _INSIDE_TOLERANCE):
         score = bary.amin(-1)
-        inside = score >= -_INSIDE_TOLERANCE
-        f, bary, score, texel = f[inside], bary[inside], score[inside], (row * width + col)[inside]
+        texel = row * width + col
         # Per texel: the deepest candidate of this chunk, ties to the highest face index; later chunks
         # (higher face indices) replace earlier winners on ties, so the rule holds across chunks.
         chunk_best = torch.full_like(best_score, -torch.inf).scatter_reduce(0, texel, score, "amax")

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..head.uv import UVLayout
 from ..rendering.cameras import Camera
+from ..rendering.triangles import covered_pixels
 
 __all__ = ["mesh_depth", "project_texels", "texel_facing", "texel_visibility"]
 
@@ -104,38 +105,11 @@ def mesh_depth(
 
 def _rasterize_depth(tri_pix: Tensor, tri_z: Tensor, width: int, height: int, out: Tensor) -> None:
     """Scatter the nearest perspective-correct depth of triangles `[F, 3, 2]`/`[F, 3]` into `out [H*W]`."""
-    device = tri_pix.device
-    e1, e2 = tri_pix[:, 1] - tri_pix[:, 0], tri_pix[:, 2] - tri_pix[:, 0]
-    area2 = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
-    lo = (tri_pix.amin(1) - 1e-7).ceil().long()
-    hi = (tri_pix.amax(1) + 1e-7).floor().long()
-    lo[:, 0].clamp_(min=0)
-    lo[:, 1].clamp_(min=0)
-    hi[:, 0].clamp_(max=width - 1)
-    hi[:, 1].clamp_(max=height - 1)
-    size = (hi - lo + 1).clamp(min=0)
-    usable = (tri_z.amin(1) > NEAR_PLANE) & (area2.abs() > 1e-12)
-    count = size[:, 0] * size[:, 1] * usable
-    ends = count.cumsum(0)
-    num_faces, start = tri_pix.shape[0], 0
-    while start < num_faces:
-        base = int(ends[start - 1]) if start else 0
-        stop = max(start + 1, int(torch.searchsorted(ends, base + _RASTER_CHUNK, right=True)))
-        f = torch.arange(start, stop, device=device).repeat_interleave(count[start:stop])
-        start = stop
-        if f.numel() == 0:
-            continue
-        offset = torch.arange(f.numel(), device=device) + base - (ends[f] - count[f])
-        col = lo[f, 0] + offset % size[f, 0]
-        row = lo[f, 1] + offset // size[f, 0]
-        d = torch.stack([col, row], -1).double() - tri_pix[f, 0]
-        b1 = (d[:, 0] * e2[f, 1] - d[:, 1] * e2[f, 0]) / area2[f]
-        b2 = (e1[f, 0] * d[:, 1] - e1[f, 1] * d[:, 0]) / area2[f]
-        bary = torch.stack([1 - b1 - b2, b1, b2], -1)
-        inside = bary.amin(-1) >= -_INSIDE_TOLERANCE
-        bary, f = bary[inside].clamp(min=0), f[inside]
+    usable = tri_z.amin(1) > NEAR_PLANE
+    for f, row, col, bary in covered_pixels(tri_pix, width, height, usable, _RASTER_CHUNK, _INSIDE_TOLERANCE):
+        bary = bary.clamp(min=0)
         inv_z = (bary / tri_z[f]).sum(-1) / bary.sum(-1)
-        out.scatter_reduce_(0, (row * width + col)[inside], 1.0 / inv_z, "amin")
+        out.scatter_reduce_(0, row * width + col, 1.0 / inv_z, "amin")
 
 
 def project_texels(
