@@ -18,15 +18,6 @@ MAPS = ("colors", "rotations", "scales", "opacities", "offsets", "refined_positi
 SWITCHES = ("use_shape_refinement", "use_local_features", "use_fusion_transformer", "use_symmetry")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and immune to shared-CPU contention (restored afterwards)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _model(seed=0, **overrides):
     torch.manual_seed(seed)
     return FHAvatarModel.from_preset("tiny", **overrides)

@@ -22,15 +22,6 @@ R = 16  # map size of the fusion tests
 FIELDS = ("fused", "transformer", "occlusion", "mirrored_local")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and immune to shared-CPU contention (restored afterwards)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _hflip(x):
     return torch.flip(x, dims=[-1])
 
