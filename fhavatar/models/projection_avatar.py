@@ -96,6 +96,8 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
             it is below this value are treated as unseen.
         tangent_scale (`float`, *optional*, defaults to 1.0): the two tangent standard deviations, in texel
             sizes on the surface (the relative scale map s of §3.2).
+        face_tangent_scale (`float`, *optional*, defaults to 0.55): the same on the face, eye and mouth regions,
+            where the photo has detail and is seen head-on (sharper, still closed).
         normal_scale (`float`, *optional*, defaults to 0.15): the standard deviation along the normal, in
             texel sizes (flat discs).
         opacity (`float`, *optional*, defaults to 0.98): opacity of every Gaussian.
@@ -125,6 +127,7 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
         feather_width: float = 0.04,
         mask_threshold: float = 0.5,
         tangent_scale: float = 1.0,
+        face_tangent_scale: float = 0.55,
         normal_scale: float = 0.15,
         opacity: float = 0.98,
         hair_color: tuple = (0.22, 0.15, 0.11),
@@ -141,6 +144,7 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
         ranges = {
             "depth_tolerance": (depth_tolerance, 0.0, math.inf), "feather_width": (feather_width, 0.0, 0.5),
             "mask_threshold": (mask_threshold, 0.0, 1.0), "tangent_scale": (tangent_scale, 1e-3, 100.0),
+            "face_tangent_scale": (face_tangent_scale, 1e-3, 100.0),
             "normal_scale": (normal_scale, 1e-4, 100.0), "opacity": (opacity, 0.0, 1.0),
             "neck_shade": (neck_shade, 0.0, 2.0), "mouth_shade": (mouth_shade, 0.0, 2.0),
             "hairline_margin": (hairline_margin, -1.0, 1.0), "min_cosine": (min_cosine, -1.0, 1.0),
@@ -245,12 +249,16 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
 
         # 4. Neutral geometry.
         texel = layout.scale_map(vertices)  # [B, 1, K, K] head units per texel
-        axes = torch.tensor([cfg.tangent_scale, cfg.tangent_scale, cfg.normal_scale], device=image.device)
+        # Sharper splats on the face, where the photo has detail and the surface is seen head-on; the default
+        # width elsewhere keeps silhouettes, scalp and neck closed.
+        face = (layout.region("face") | layout.region("eyes") | layout.region("mouth"))[None, None]
+        tangent = torch.where(face, float(cfg.face_tangent_scale), float(cfg.tangent_scale)).float()
+        axes = torch.cat([tangent, tangent, torch.full_like(tangent, float(cfg.normal_scale))], dim=1)
         identity = self.identity_rotation.to(device=image.device, dtype=torch.float32)
         return UVAttributes(
             colors=_fill_gutter(colors, valid),
             rotations=identity[None, :, None, None].expand(batch, 4, k, k).contiguous(),
-            scales=_fill_gutter(texel * axes[None, :, None, None], valid),
+            scales=_fill_gutter(texel * axes, valid),
             opacities=torch.full((batch, 1, k, k), float(cfg.opacity), device=image.device),
             offsets=torch.zeros(batch, 3, k, k, device=image.device),
             refined_positions=positions,

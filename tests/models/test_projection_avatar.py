@@ -180,7 +180,10 @@ def test_geometry_is_neutral_and_batched(scene):
     assert torch.allclose(out.opacities, torch.full_like(out.opacities, 0.98))
     texel = layout.scale_map(vertices)[0, 0]
     valid = layout.valid
-    torch.testing.assert_close(out.scales[0, 0][valid], model.config.tangent_scale * texel[valid])
+    face = layout.region("face") | layout.region("eyes") | layout.region("mouth")
+    expected = torch.where(face, model.config.face_tangent_scale, model.config.tangent_scale) * texel
+    torch.testing.assert_close(out.scales[0, 0][valid], expected[valid])
+    assert model.config.face_tangent_scale < model.config.tangent_scale  # sharper on the face
     torch.testing.assert_close(out.scales[0, 2][valid], model.config.normal_scale * texel[valid])
     assert out.scales.min() > 0  # gutters filled: bilinear sampling never reads a zero scale
     torch.testing.assert_close(out.refined_positions, layout.position_map(vertices.expand(2, -1, -1)))
