@@ -1,0 +1,69 @@
+"""The Gradio app's handlers, called directly (the UI layout is built too, not served)."""
+
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+
+gr = pytest.importorskip("gradio")
+
+import app  # noqa: E402
+
+REALFACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "realfaces"
+
+
+@pytest.fixture(scope="module")
+def service():
+    return app.AvatarService(resolution=64)
+
+
+def _frames(path):
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    return meta, sum(1 for _ in reader)
+
+
+def test_create_and_animate_with_the_session_avatar(service, tmp_path):
+    photo = app.EXAMPLES_DIR / "astronaut.png"
+    orbit, front, ply, avatar = service.create(str(photo), frames=4, size=96, elevation=5.0)
+    meta, n = _frames(orbit)
+    assert n == 4 and tuple(meta["size"]) == (96, 96)
+    assert Path(front).is_file() and Path(ply).stat().st_size > 1000
+    assert avatar is not None
+    # a short driving clip (the example photo's own crops, shifted) re-enacts the cached avatar
+    from fhavatar.io import load_image, write_video
+
+    image = load_image(photo)
+    clip = write_video(tmp_path / "clip.mp4", [np.roll(image, s, axis=1) for s in range(0, 10, 2)], fps=10)
+    video = service.animate(None, str(clip), "relative", 96, avatar)
+    meta, n = _frames(video)
+    assert n == 5 and meta["size"][1] == 96 and meta["fps"] == 10
+
+
+def test_bad_inputs_give_readable_errors(service, tmp_path):
+    with pytest.raises(gr.Error, match="upload a photo"):
+        service.create(None)
+    not_image = tmp_path / "notes.jpg"
+    not_image.write_text("this is not a photo")
+    with pytest.raises(gr.Error):
+        service.create(str(not_image), frames=2, size=64)
+    with pytest.raises(gr.Error, match="Frames must be"):
+        service.create(str(app.EXAMPLES_DIR / "astronaut.png"), frames=1000, size=64)
+    from fhavatar.io import write_video
+
+    long_clip = write_video(tmp_path / "long.mp4", [np.zeros((16, 16, 3), np.uint8)] * 25, fps=1)  # 25 s
+    with pytest.raises(gr.Error, match="at most 20 s"):
+        service.animate(str(app.EXAMPLES_DIR / "astronaut.png"), str(long_clip), "relative", 64, None)
+    blank = np.full((128, 128, 3), 200, np.uint8)
+    from PIL import Image
+
+    Image.fromarray(blank).save(tmp_path / "blank.png")
+    with pytest.raises(gr.Error, match="face"):
+        service.create(str(tmp_path / "blank.png"), frames=2, size=64)
+
+
+def test_ui_builds_with_named_endpoints(service):
+    demo = app.build_demo(service)
+    names = {dep.get("api_name") for dep in demo.config["dependencies"]}
+    assert {"create_avatar", "animate"} <= names
