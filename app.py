@@ -24,6 +24,15 @@ MAX_UPLOAD_MB = 50
 ORBIT_FPS = 24.0
 
 
+def on_gpu(fn):
+    """On a ZeroGPU Space (the `spaces` package importable) run `fn` in a GPU slot; plain otherwise."""
+    try:
+        import spaces
+    except ImportError:
+        return fn
+    return spaces.GPU(fn)
+
+
 class AvatarService:
     """The pipeline, loaded once, and the glue that turns UI inputs into files (errors become `gr.Error`)."""
 
@@ -136,9 +145,9 @@ def build_demo(service: AvatarService) -> gr.Blocks:
                     animate = gr.Button("Animate", variant="primary")
                 with gr.Column():
                     reenact = gr.Video(label="Re-enactment (avatar | driving clip)", autoplay=True)
-        create.click(service.create, [photo, frames, size, elevation], [orbit, front, ply, avatar_state],
+        create.click(on_gpu(service.create), [photo, frames, size, elevation], [orbit, front, ply, avatar_state],
                      api_name="create_avatar")
-        animate.click(service.animate, [photo, driving, mode, size, avatar_state], [reenact], api_name="animate")
+        animate.click(on_gpu(service.animate), [photo, driving, mode, size, avatar_state], [reenact], api_name="animate")
     return demo
 
 

@@ -43,9 +43,25 @@ def test_spacefile_is_a_valid_gradio_manifest():
     space = yaml.safe_load((ROOT / "Spacefile").read_text())
     assert space["sdk"] == "gradio" and space["app_file"] == "app.py"
     assert (ROOT / space["app_file"]).is_file()
-    gradio_req = _requirements()["gradio"]
-    assert str(space["sdk_version"]).split(".")[0] == "6" and "gradio>=6" in gradio_req
-    assert isinstance(space["models"], list)
+    assert isinstance(space["preload_from_hub"], list)
+
+
+def test_space_readme_agrees_with_spacefile_and_requirements():
+    import importlib.metadata
+
+    from packaging.specifiers import SpecifierSet
+
+    from fhavatar.space import load_spacefile, space_readme
+
+    readme = space_readme(ROOT / "Spacefile")
+    assert readme.startswith("---\n")
+    front = yaml.safe_load(readme.split("---\n")[1])
+    assert front == load_spacefile(ROOT / "Spacefile")
+    # the Space installs the gradio the Spacefile names: it must satisfy requirements.txt, like the one we test
+    spec = SpecifierSet(_requirements()["gradio"][len("gradio"):])
+    assert str(front["sdk_version"]) in spec
+    assert importlib.metadata.version("gradio") in spec
+    assert front["python_version"] == "3.11"
 
 
 def test_public_api_is_explicit():
