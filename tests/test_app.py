@@ -67,3 +67,39 @@ def test_ui_builds_with_named_endpoints(service):
     demo = app.build_demo(service)
     names = {dep.get("api_name") for dep in demo.config["dependencies"]}
     assert {"create_avatar", "animate"} <= names
+
+
+def test_served_app_handles_concurrent_clients_and_survives_errors(service, tmp_path):
+    """The real server with its queue: 4 concurrent gradio_client calls succeed, a bad request gets a readable
+    error, and the next request is still served."""
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client, handle_file
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo = app.build_demo(service).queue(max_size=16, default_concurrency_limit=1)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        photo = handle_file(str(app.EXAMPLES_DIR / "astronaut.png"))
+
+        def create(_):
+            return Client(url, verbose=False).predict(photo, 2, 64, 0.0, api_name="/create_avatar")
+
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(create, range(4)))
+        assert all(Path(r[0]).is_file() and Path(r[2]).is_file() for r in results)
+        client = Client(url, verbose=False)
+        with pytest.raises(Exception, match="greater than maximum"):  # Gradio's own slider check
+            client.predict(photo, 1000, 64, 0.0, api_name="/create_avatar")
+        from PIL import Image
+
+        Image.new("RGB", (128, 128), (200, 200, 200)).save(tmp_path / "blank.png")
+        with pytest.raises(Exception, match="face"):  # ours, from the tracker
+            client.predict(handle_file(str(tmp_path / "blank.png")), 2, 64, 0.0, api_name="/create_avatar")
+        assert Path(client.predict(photo, 2, 64, 0.0, api_name="/create_avatar")[0]).is_file()
+    finally:
+        demo.close()
