@@ -28,6 +28,7 @@ demo: venv
 	fi
 
 test: venv
+	@bash scripts/ensure_chromium.sh
 	$(PY) -m pytest -q
 
 # Also run the `slow` tests.
