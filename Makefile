@@ -9,22 +9,27 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export GRADIO_ANALYTICS_ENABLED := False
 OUT ?= out
 
-.PHONY: venv demo test test-all lint bench clean
+.PHONY: venv demo demo-cli test test-all lint bench clean
 
 venv:
 	@bash scripts/ensure_venv.sh
 
-# A real photo + driving clip when the shared examples are there (photo -> avatar -> orbit + re-enactment),
-# else the synthetic renderer demo.
+# Shared example photo and clip for `make demo-cli` (used when ../shared is there).
 REALFACES := ../shared/data/realfaces
 DEMO_PHOTO := $(REALFACES)/p07_frontal_woman-smiling-aligned_p4d-zoe.jpg
 DEMO_CLIP := $(REALFACES)/v01_man-expressions-greenscreen_lp-d0.mp4
 
 demo: venv
+	@echo "FHAvatar app (built-in default, nothing downloaded): open http://127.0.0.1:7860 (Ctrl+C to stop)."
+	$(PY) app.py --host 127.0.0.1 --port 7860
+
+# The command-line main job without a browser: a real photo + driving clip when the shared examples are there,
+# else the packaged example photo (orbit + avatar.ply).
+demo-cli: venv
 	@if [ -d "$(REALFACES)" ]; then \
 		$(PY) -m fhavatar "$(DEMO_PHOTO)" --driving "$(DEMO_CLIP)" --out $(OUT); \
 	else \
-		$(PY) -m fhavatar.demo --out $(OUT); \
+		$(PY) -m fhavatar examples/astronaut.png --out $(OUT); \
 	fi
 
 test: venv

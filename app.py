@@ -46,6 +46,18 @@ class AvatarService:
             self.pipe = FHAvatarPipeline.default(resolution=resolution)
             self.name = "built-in default (OpenHead + training-free projection avatar, no download)"
         self.pipe.set_progress_bar_config(disable=True)
+        self._avatars: dict[str, object] = {}  # API calls: photo content hash -> avatar (a few, newest last)
+
+    def avatar_for(self, photo):
+        """The avatar of `photo` (a path), built once per distinct photo content and re-used by the API."""
+        import hashlib
+
+        key = hashlib.sha1(Path(photo).read_bytes()).hexdigest()
+        if key not in self._avatars:
+            self._avatars[key] = self.pipe.reconstruct(str(photo))
+            while len(self._avatars) > 4:
+                self._avatars.pop(next(iter(self._avatars)))
+        return self._avatars[key]
 
     @staticmethod
     def _check_file(path, what: str) -> Path:
@@ -100,7 +112,7 @@ class AvatarService:
                                f"{MAX_VIDEO_SECONDS:.0f} s.")
             if avatar is None:
                 progress(0.05, desc="building the avatar from the photo")
-                avatar = self.pipe.reconstruct(str(self._check_file(photo, "photo")))
+                avatar = self.avatar_for(self._check_file(photo, "photo"))
             progress(0.2, desc="tracking the driving video")
             clip, fps = read_video(video)
             progress(0.5, desc="re-enacting")

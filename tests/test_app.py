@@ -103,3 +103,16 @@ def test_served_app_handles_concurrent_clients_and_survives_errors(service, tmp_
         assert Path(client.predict(photo, 2, 64, 0.0, api_name="/create_avatar")[0]).is_file()
     finally:
         demo.close()
+
+
+def test_api_animate_reuses_the_avatar_of_the_same_photo(service, tmp_path, monkeypatch):
+    import shutil
+
+    photo = tmp_path / "a.png"
+    shutil.copy(app.EXAMPLES_DIR / "astronaut.png", photo)
+    first = service.avatar_for(photo)
+    calls = []
+    monkeypatch.setattr(service.pipe, "reconstruct", lambda *a, **k: calls.append(a) or first)
+    copy = tmp_path / "b.png"
+    shutil.copy(photo, copy)
+    assert service.avatar_for(copy) is first and not calls  # same content, other name: cached
