@@ -81,7 +81,7 @@ def test_served_app_handles_concurrent_clients_and_survives_errors(service, tmp_
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     demo = app.build_demo(service).queue(max_size=16, default_concurrency_limit=1)
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True)
     try:
         url = f"http://127.0.0.1:{port}/"
         photo = handle_file(str(app.EXAMPLES_DIR / "astronaut.png"))
@@ -101,6 +101,14 @@ def test_served_app_handles_concurrent_clients_and_survives_errors(service, tmp_
         with pytest.raises(Exception, match="face"):  # ours, from the tracker
             client.predict(handle_file(str(tmp_path / "blank.png")), 2, 64, 0.0, api_name="/create_avatar")
         assert Path(client.predict(photo, 2, 64, 0.0, api_name="/create_avatar")[0]).is_file()
+        # animate through the API: photo + clip, every other argument left at its default
+        from fhavatar.io import load_image, write_video
+
+        image = load_image(app.EXAMPLES_DIR / "astronaut.png")
+        clip = write_video(tmp_path / "clip.mp4", [np.roll(image, s, axis=1) for s in range(0, 8, 2)], fps=8)
+        video = client.predict(photo, handle_file(str(clip)), api_name="/animate")
+        path = video["video"] if isinstance(video, dict) else video
+        assert _frames(path)[1] == 4
     finally:
         demo.close()
 
