@@ -70,12 +70,24 @@ class AvatarService:
             raise gr.Error(f"The {what} is larger than {MAX_UPLOAD_MB} MB; please upload a smaller file.")
         return path
 
-    def create(self, photo, frames: int = 36, size: int = 384, elevation: float = 10.0,
+    def _set_background(self, color: str | None) -> None:
+        """Renders use the pipeline's background; requests run one at a time (queue limit 1), so set it per call."""
+        if not color:
+            return
+        try:
+            value = color.lstrip("#")
+            rgb = [int(value[i:i + 2], 16) / 255 for i in (0, 2, 4)]
+        except (ValueError, IndexError) as err:
+            raise gr.Error(f"Background colour must look like #ffffff, got {color!r}.") from err
+        self.pipe.register_to_config(background=rgb)
+
+    def create(self, photo, frames: int = 36, size: int = 384, elevation: float = 10.0, background: str = "#ffffff",
                progress=gr.Progress()):
         """Photo -> (orbit video path, front image path, .ply path, avatar for the session state)."""
         from fhavatar.io import save_image, write_video
 
         photo = self._check_file(photo, "photo")
+        self._set_background(background)
         frames, size = int(frames), int(size)
         if not 1 <= frames <= MAX_ORBIT_FRAMES or not 64 <= size <= MAX_SIZE:
             raise gr.Error(f"Frames must be 1–{MAX_ORBIT_FRAMES} and resolution 64–{MAX_SIZE} pixels.")
@@ -144,6 +156,7 @@ def build_demo(service: AvatarService) -> gr.Blocks:
                         frames = gr.Slider(1, MAX_ORBIT_FRAMES, value=36, step=1, label="Orbit frames")
                         size = gr.Slider(64, MAX_SIZE, value=384, step=32, label="Resolution")
                         elevation = gr.Slider(-30, 45, value=10, step=1, label="Elevation (degrees)")
+                        background = gr.ColorPicker(value="#ffffff", label="Background colour")
                     create = gr.Button("Create avatar", variant="primary")
                 with gr.Column():
                     orbit = gr.Video(label="360° orbit", autoplay=True)
@@ -157,7 +170,7 @@ def build_demo(service: AvatarService) -> gr.Blocks:
                     animate = gr.Button("Animate", variant="primary")
                 with gr.Column():
                     reenact = gr.Video(label="Re-enactment (avatar | driving clip)", autoplay=True)
-        create.click(on_gpu(service.create), [photo, frames, size, elevation], [orbit, front, ply, avatar_state],
+        create.click(on_gpu(service.create), [photo, frames, size, elevation, background], [orbit, front, ply, avatar_state],
                      api_name="create_avatar")
         animate.click(on_gpu(service.animate), [photo, driving, mode, size, avatar_state], [reenact], api_name="animate")
     return demo

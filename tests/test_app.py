@@ -26,9 +26,15 @@ def _frames(path):
 
 def test_create_and_animate_with_the_session_avatar(service, tmp_path):
     photo = app.EXAMPLES_DIR / "astronaut.png"
-    orbit, front, ply, avatar = service.create(str(photo), frames=4, size=96, elevation=5.0)
+    orbit, front, ply, avatar = service.create(str(photo), frames=4, size=96, elevation=5.0, background="#000000")
     meta, n = _frames(orbit)
     assert n == 4 and tuple(meta["size"]) == (96, 96)
+    from PIL import Image
+
+    assert np.asarray(Image.open(front))[0, 0].tolist() == [0, 0, 0]  # the chosen background in the corner
+    with pytest.raises(gr.Error, match="Background colour"):
+        service.create(str(photo), frames=2, size=64, background="#zz")
+    service.create(str(photo), frames=1, size=64, background="#ffffff")
     assert Path(front).is_file() and Path(ply).stat().st_size > 1000
     assert avatar is not None
     # a short driving clip (the example photo's own crops, shifted) re-enacts the cached avatar
