@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .head.uv import UVLayout
+from .io import read_safetensors
 from .models.attributes import UVAttributes
 from .rendering.gaussians import Gaussians
 
@@ -403,17 +404,7 @@ class Avatar:
     @classmethod
     def load(cls, path: str | Path, head_model: torch.nn.Module) -> Avatar:
         """Load an avatar written by `save`, re-bound to `head_model` (which must match the saved topology)."""
-        from safetensors import SafetensorError, safe_open
-
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"No avatar file at {str(path)!r}.")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                metadata = f.metadata() or {}
-                tensors = {key: f.get_tensor(key) for key in f.keys()}
-        except (SafetensorError, OSError, ValueError) as err:
-            raise ValueError(f"{str(path)!r} is not a readable avatar file ({err}).") from err
+        tensors, metadata = read_safetensors(path, "avatar file")
         if metadata.get("format") != AVATAR_FILE_FORMAT:
             raise ValueError(f"{str(path)!r} is not an FHAvatar avatar (format {metadata.get('format')!r}, "
                              f"expected {AVATAR_FILE_FORMAT!r}).")

@@ -26,6 +26,7 @@ __all__ = [
     "MAX_VIDEO_SECONDS",
     "VideoInfo",
     "load_image",
+    "read_safetensors",
     "read_video",
     "save_image",
     "to_uint8_frames",
@@ -448,3 +449,22 @@ def read_video(
         raise ValueError(f"video {str(path)!r}: no frame could be decoded.")
     logger.info("read %d frames (%dx%d, %.3g fps) from %s", len(frames), width, height, info.fps, path)
     return frames, info.fps
+
+
+def read_safetensors(path: str | os.PathLike, what: str) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """All tensors and the metadata of a safetensors file; `what` names the file in errors.
+
+    Raises `FileNotFoundError` when there is no file and `ValueError` when it is not readable safetensors.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No {what} at {str(path)!r}.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{str(path)!r} is not a readable {what} (it is not a readable safetensors file: {err}).") from err
+    return tensors, metadata

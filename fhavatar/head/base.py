@@ -8,7 +8,7 @@ import torch
 from diffusers import ConfigMixin, ModelMixin
 from torch import Tensor
 
-__all__ = ["HEAD_UNITS_PER_METRE", "HeadModel", "REGION_NAMES", "mesh_buffer_specs"]
+__all__ = ["HEAD_UNITS_PER_METRE", "HeadModel", "REGION_NAMES", "check_buffer_tensors", "mesh_buffer_specs"]
 
 #: Head-space units per metre. PanoHead's cameras (radius 2.7, normalised focal 4.2647, i.e. a 13.4° vertical
 #: field of view) see 2.7 / 4.2647 = 0.633 units of height at the head centre; PanoHead's full-head crops give
@@ -33,6 +33,23 @@ def mesh_buffer_specs(config) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
         ("landmark_barycentrics", (lm, 3), torch.float32),
         ("landmark_mediapipe_ids", (lm,), torch.long),
     ]
+
+
+def check_buffer_tensors(tensors: dict[str, Tensor], specs, source: str, what: str) -> None:
+    """Raise `ValueError` naming every missing, unexpected or wrongly shaped/typed tensor of a head-model file.
+
+    `specs` lists `(name, shape, dtype)`; `source` names the file (or step) and `what` the kind of file.
+    """
+    expected = {name: (tuple(shape), dtype) for name, shape, dtype in specs}
+    problems = [f"missing `{n}`" for n in expected if n not in tensors]
+    problems += [
+        f"`{n}` is {list(tensors[n].shape)} {tensors[n].dtype}, expected {list(shape)} {dtype}"
+        for n, (shape, dtype) in expected.items()
+        if n in tensors and (tuple(tensors[n].shape) != shape or tensors[n].dtype != dtype)
+    ]
+    problems += [f"unexpected `{n}`" for n in tensors if n not in expected]
+    if problems:
+        raise ValueError(f"{source}: not a valid {what}: " + "; ".join(problems) + ".")
 
 
 class HeadModel(ModelMixin, ConfigMixin):

@@ -21,7 +21,8 @@ import torch
 from diffusers.configuration_utils import register_to_config
 from torch import Tensor
 
-from .base import HEAD_UNITS_PER_METRE, HeadModel, mesh_buffer_specs
+from ..io import read_safetensors
+from .base import HEAD_UNITS_PER_METRE, HeadModel, check_buffer_tensors, mesh_buffer_specs
 from .lbs import axis_angle_to_matrix, linear_blend_skinning
 
 __all__ = [
@@ -215,8 +216,6 @@ class FLAME(HeadModel):
     @classmethod
     def from_file(cls, path: str | Path) -> FLAME:
         """Load a file written by `python -m fhavatar.head.convert_flame` (safetensors + JSON config)."""
-        from safetensors import SafetensorError, safe_open
-
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(
@@ -224,12 +223,7 @@ class FLAME(HeadModel):
                 f"--model generic_model.pkl --uv head_template_mesh.obj --masks FLAME_masks.pkl --landmarks "
                 f"mediapipe_landmark_embedding.npz --out {path.name}`. {FLAME_LICENCE_NOTE}"
             )
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                metadata = f.metadata() or {}
-                tensors = {key: f.get_tensor(key) for key in f.keys()}
-        except (SafetensorError, OSError, ValueError) as err:
-            raise ValueError(f"{str(path)!r} is not a readable safetensors file ({err}).") from err
+        tensors, metadata = read_safetensors(path, "converted FLAME file")
         if metadata.get("format") != FLAME_FILE_FORMAT or "config" not in metadata:
             raise ValueError(
                 f"{str(path)!r} is not an FHAvatar FLAME file (metadata format {metadata.get('format')!r}, "
@@ -260,15 +254,4 @@ def _buffer_specs(config) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
 
 def check_tensors(tensors: dict[str, Tensor], config, source: str) -> None:
     """Raise `ValueError` naming every missing, unexpected or wrongly shaped/typed FLAME tensor."""
-    problems = []
-    specs = {name: (shape, dtype) for name, shape, dtype in _buffer_specs(config)}
-    for name, (shape, dtype) in specs.items():
-        if name not in tensors:
-            problems.append(f"missing `{name}`")
-        elif tuple(tensors[name].shape) != shape or tensors[name].dtype != dtype:
-            problems.append(
-                f"`{name}` is {list(tensors[name].shape)} {tensors[name].dtype}, expected {list(shape)} {dtype}"
-            )
-    problems += [f"unexpected `{name}`" for name in tensors if name not in specs]
-    if problems:
-        raise ValueError(f"{source}: not a valid FLAME tensor set: " + "; ".join(problems) + ".")
+    check_buffer_tensors(tensors, _buffer_specs(config), source, "FLAME tensor set")

@@ -18,7 +18,8 @@ import torch
 from diffusers.configuration_utils import register_to_config
 from torch import Tensor
 
-from .base import HEAD_UNITS_PER_METRE, HeadModel, mesh_buffer_specs
+from ..io import read_safetensors
+from .base import HEAD_UNITS_PER_METRE, HeadModel, check_buffer_tensors, mesh_buffer_specs
 from .lbs import axis_angle_to_matrix, linear_blend_skinning
 
 __all__ = [
@@ -235,18 +236,14 @@ def _buffer_specs(config) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
 
 def _read_asset(path: Path) -> tuple[dict[str, Tensor], dict]:
     """Tensors and config of an OpenHead asset, checked; clear errors for missing or corrupted files."""
-    from safetensors import SafetensorError, safe_open
-
     if not path.is_file():
         raise FileNotFoundError(f"No OpenHead asset at {str(path)!r}; build it with "
                                 f"`python -m fhavatar.head.build_open_head --out {path}`.")
+    tensors, metadata = read_safetensors(path, "OpenHead asset")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
         config = json.loads(metadata.get("config", "null"))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(f"{str(path)!r} is not a readable OpenHead asset ({err}); rebuild it with "
+    except ValueError as err:
+        raise ValueError(f"{str(path)!r} has an unreadable OpenHead config ({err}); rebuild it with "
                          f"`python -m fhavatar.head.build_open_head`.") from err
     if metadata.get("format") != OPEN_HEAD_FILE_FORMAT or not isinstance(config, dict):
         raise ValueError(f"{str(path)!r} is not an OpenHead asset (metadata format {metadata.get('format')!r}, "
@@ -255,10 +252,5 @@ def _read_asset(path: Path) -> tuple[dict[str, Tensor], dict]:
         specs = _buffer_specs(config)
     except KeyError as err:
         raise ValueError(f"{str(path)!r} has an incomplete config (missing {err}).") from err
-    problems = [f"missing `{n}`" for n, _, _ in specs if n not in tensors]
-    problems += [f"`{n}` is {list(tensors[n].shape)} {tensors[n].dtype}, expected {list(s)} {d}"
-                 for n, s, d in specs if n in tensors and (tuple(tensors[n].shape) != s or tensors[n].dtype != d)]
-    problems += [f"unexpected `{n}`" for n in tensors if n not in {s[0] for s in specs}]
-    if problems:
-        raise ValueError(f"{str(path)!r}: not a valid OpenHead asset: " + "; ".join(problems) + ".")
+    check_buffer_tensors(tensors, specs, repr(str(path)), "OpenHead asset")
     return tensors, config
