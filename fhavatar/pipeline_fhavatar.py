@@ -109,7 +109,7 @@ class FHAvatarPipeline(DiffusionPipeline):
             Gaussian attribute maps.
         head_model (`OpenHead`): the parametric head the tracker fits and the avatar is bound to.
         prior (`ModelMixin`, *optional*): a 3D prior with `encode(image, camera) -> triplane` and
-            `sample(triplane, points [B, M, 3]) -> [B, C_T, M]` (PanoHead); None in the built-in default.
+            `sample(triplane, points [B, M, 3]) -> [B, M, C_T]` (`PanoHeadPrior`); None in the built-in default.
         resolution (`int`, *optional*, defaults to 256): K, the UV atlas size (must equal a learned model's).
         background (`list[float]`, *optional*, defaults to white): RGB behind the avatar in every render.
         orbit_elevation (`float`, *optional*, defaults to 10): camera elevation of orbits, degrees.
@@ -299,7 +299,9 @@ class FHAvatarPipeline(DiffusionPipeline):
         sampler = None
         if self.prior is not None:
             triplane = self.prior.encode(image, camera)
-            sampler = lambda points: self.prior.sample(triplane, points)  # noqa: E731
+
+            def sampler(points: Tensor) -> Tensor:  # [B, M, 3] head space -> [B, C_T, M] (the avatar model's layout)
+                return self.prior.sample(triplane, points).transpose(1, 2)
         if not isinstance(self.avatar_model, FHAvatarModel):
             return self.avatar_model(image, camera, vertices, layout, prior=self.prior, mask=mask)
         height, width = image.shape[-2:]
