@@ -1,0 +1,558 @@
+"""Talking-head videos -> an FHAvatar training dataset (the format of `training/_dataset_format.py`).
+
+Per clip (paper §4.1: camera pose, crop and background removal per frame): the tracker
+(`fhavatar.tracking.track_video`, Face Mesh + OpenHead fit, temporally smoothed) gives each frame a PanoHead-style
+512² crop, its camera and OpenHead parameters; MediaPipe selfie segmentation gives the foreground mask, and the
+background is replaced by white (`--keep_background` keeps it). Optional prior views (`--prior`): a
+`PanoHeadPrior` inverts every frame (`encode`) and renders `--num_prior_views` novel views (`render`) from the
+frame's camera orbited around the head, one to each side (paper §3.5: pseudo multi-view supervision).
+
+Robust at scale:
+- **resumable**: a finished clip has a `done` file, written last; re-runs skip it. A clip folder without it is
+  partial (an interrupted run) and is redone from scratch. Clips without a face get a `skipped.json` marker and
+  are not tracked again.
+- **parallel** over clips (`--num_workers` processes, each with its own MediaPipe graphs and prior);
+- **sharded** across machines (`--num_shards N --shard_index i`: shard i takes every N-th video of the sorted
+  list and writes `manifest-shard-iiofNN.jsonl`); `python training/preprocess.py merge ROOT` then writes
+  `manifest.jsonl`, `skipped.jsonl` and `dataset.json`. A single-shard run merges by itself.
+
+Usage (from the repository root; `PYTHONPATH=. python training/preprocess.py ...` works the same)::
+
+    python -m training.preprocess VIDEOS_DIR OUT_ROOT --resolution 512 --frame_stride 2 --max_frames 200 \
+        --num_workers 4 [--prior PANOHEAD_DIR] [--num_shards 8 --shard_index 0]
+    python -m training.preprocess merge OUT_ROOT
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import re
+import shutil
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from training._dataset_format import (
+    DATASET_FILE,
+    DONE_FILE,
+    FRAMES_DIR,
+    MANIFEST_FILE,
+    MASKS_DIR,
+    PARAM_FIELDS,
+    PRIOR_CAMERAS_FILE,
+    PRIOR_DIR,
+    PRIOR_MASKS_DIR,
+    SKIPPED_FILE,
+    TRACKING_FILE,
+    frame_file,
+    make_dataset_info,
+    orbit_cameras,
+    prior_file,
+    read_jsonl,
+    save_mask,
+    save_rgb,
+    write_json_atomic,
+    write_jsonl_atomic,
+    write_prior_cameras,
+    write_tracking,
+)
+
+__all__ = [
+    "PreprocessConfig", "PreprocessSummary", "clip_name", "find_videos", "merge_shards", "preprocess_clip",
+    "preprocess_videos",
+]
+
+logger = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".avi", ".mkv", ".m4v")
+#: Crops come out of the tracker at this size; datasets are stored at it or smaller.
+TRACK_SIZE = 512
+#: Marker of a clip that was looked at and left out (no face, unreadable video), holding the reason.
+SKIP_MARKER = "skipped.json"
+#: Settings that must agree between runs writing into one dataset root.
+_SHARED_SETTINGS = ("resolution", "max_frames", "frame_stride", "keep_background", "num_prior_views")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Settings of `preprocess_videos` (one per dataset root).
+
+    Args:
+        resolution (`int`, defaults to 512): side R of the stored frames (the 512² crops are resized; <= 512).
+        max_frames (`int`, *optional*): keep at most this many frames per clip (after `frame_stride`).
+        frame_stride (`int`, defaults to 1): keep every `frame_stride`-th frame.
+        smoothing (`float`, defaults to 1.0): temporal smoothing of the tracker (frames of the strided clip).
+        min_face_fraction (`float`, defaults to 0.5): clips where fewer frames show a face are skipped.
+        keep_background (`bool`, defaults to False): keep the video's background instead of white.
+        prior (`str`, *optional*): a `PanoHeadPrior.save_pretrained` folder: cache prior novel views.
+        num_prior_views (`int`, defaults to 2): novel views per frame with `prior`.
+        prior_yaw_offset (`(float, float)`, defaults to (45, 180)): |yaw| of the novel views from the frame's
+            camera, degrees (view 0 toward +yaw, view 1 toward -yaw).
+        prior_pitch_range (`(float, float)`, defaults to (-15, 15)): their pitch change, degrees.
+        seed (`int`, defaults to 0): seed of the novel-view cameras (per clip and frame, so resumable).
+    """
+
+    resolution: int = TRACK_SIZE
+    max_frames: int | None = None
+    frame_stride: int = 1
+    smoothing: float = 1.0
+    min_face_fraction: float = 0.5
+    keep_background: bool = False
+    prior: str | None = None
+    num_prior_views: int = 2
+    prior_yaw_offset: tuple[float, float] = (45.0, 180.0)
+    prior_pitch_range: tuple[float, float] = (-15.0, 15.0)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        def positive_int(name, value, lo=1, hi=None):
+            if not isinstance(value, int) or isinstance(value, bool) or value < lo or (hi is not None and value > hi):
+                raise ValueError(f"`{name}` must be an int in [{lo}, {hi if hi is not None else 'inf'}], got {value!r}.")
+
+        positive_int("resolution", self.resolution, 16, TRACK_SIZE)
+        if self.max_frames is not None:
+            positive_int("max_frames", self.max_frames)
+        positive_int("frame_stride", self.frame_stride)
+        positive_int("num_prior_views", self.num_prior_views, 1)
+        if not (isinstance(self.smoothing, (int, float)) and math.isfinite(self.smoothing) and self.smoothing >= 0):
+            raise ValueError(f"`smoothing` must be a non-negative number of frames, got {self.smoothing!r}.")
+        if not 0.0 < float(self.min_face_fraction) <= 1.0:
+            raise ValueError(f"`min_face_fraction` must lie in (0, 1], got {self.min_face_fraction!r}.")
+        if self.prior is not None and not Path(self.prior).is_dir():
+            raise FileNotFoundError(f"`prior`: no PanoHeadPrior folder at {str(self.prior)!r}.")
+        lo, hi = self.prior_yaw_offset
+        if not 0.0 <= lo <= hi <= 180.0:
+            raise ValueError(f"`prior_yaw_offset` must be (min, max) degrees in [0, 180], got {self.prior_yaw_offset!r}.")
+        lo, hi = self.prior_pitch_range
+        if not -60.0 <= lo <= hi <= 60.0:
+            raise ValueError(f"`prior_pitch_range` must be (min, max) degrees in [-60, 60], got {self.prior_pitch_range!r}.")
+
+
+@dataclass
+class PreprocessSummary:
+    """What one `preprocess_videos` run did (clip names)."""
+
+    processed: list[str] = field(default_factory=list)  # tracked and written now
+    reused: list[str] = field(default_factory=list)  # finished by an earlier run
+    skipped: list[dict] = field(default_factory=list)  # left out: {"clip", "source", "reason"}
+    failed: list[dict] = field(default_factory=list)  # crashed (retried by the next run): {"clip", "source", "reason"}
+
+
+# ---------------------------------------------------------------------------------------------- clip lists
+def find_videos(input_path) -> list[Path]:
+    """Video files (`VIDEO_SUFFIXES`) under a folder, recursively, sorted; or the one file given."""
+    path = Path(input_path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"`input_dir`: no folder or video at {str(path)!r}.")
+    videos = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    if not videos:
+        raise FileNotFoundError(f"`input_dir`: {str(path)!r} holds no video ({', '.join(VIDEO_SUFFIXES)}).")
+    return videos
+
+
+def clip_name(video: Path, input_dir: Path) -> str:
+    """A file-system-safe clip name: the video's path under `input_dir` without suffix, '/' -> '__'."""
+    base = Path(input_dir)
+    relative = video.relative_to(base) if base.is_dir() else Path(video.name)
+    name = "__".join(relative.with_suffix("").parts)
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "clip"
+
+
+def _shard_tag(num_shards: int, shard_index: int) -> str:
+    return f"shard-{shard_index:02d}of{num_shards:02d}"
+
+
+# ---------------------------------------------------------------------------------------------- one clip
+def load_prior(path: str):
+    """A `PanoHeadPrior` from a `save_pretrained` folder, frozen, on the CPU."""
+    try:
+        from fhavatar.prior import PanoHeadPrior
+    except ImportError as err:
+        raise ImportError(f"`prior`={path!r} needs `fhavatar.prior.PanoHeadPrior`, which cannot be imported: {err}") from err
+    return PanoHeadPrior.from_pretrained(path).eval().requires_grad_(False)
+
+
+def _resize(image: np.ndarray, size: int, resample) -> np.ndarray:
+    if image.shape[0] == size:
+        return image
+    return np.asarray(Image.fromarray(image).resize((size, size), resample, reducing_gap=3.0))
+
+
+def _prior_views(prior, landmarker, image: np.ndarray, camera, config: PreprocessConfig, generator: torch.Generator):
+    """Invert one crop with the prior and render its novel views: `(images [P, 3, R, R], alpha [P, 1, R, R],
+    cam2world [P, 4, 4])`. Without an `alpha` in the prior's output the render is segmented with MediaPipe."""
+    from fhavatar.rendering import Camera
+
+    p = config.num_prior_views
+    signs = torch.tensor([1.0 if v % 2 == 0 else -1.0 for v in range(p)], dtype=torch.float64)
+    lo, hi = config.prior_yaw_offset
+    yaw = signs * (lo + (hi - lo) * torch.rand(p, generator=generator, dtype=torch.float64))
+    lo, hi = config.prior_pitch_range
+    pitch = lo + (hi - lo) * torch.rand(p, generator=generator, dtype=torch.float64)
+    cam2world = orbit_cameras(camera.cam2world[0], yaw, pitch)
+    tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
+    res = config.resolution
+    images, alphas = [], []
+    with torch.no_grad():
+        triplane = prior.encode(tensor, camera)
+        for v in range(p):
+            # At the prior's own output size (PanoHead: 512² super-resolved), then resized to R.
+            out = prior.render(triplane, Camera(cam2world=cam2world[v : v + 1], intrinsics=camera.intrinsics))
+            rgb = out if isinstance(out, torch.Tensor) else out.image
+            rgb = torch.nn.functional.interpolate(rgb.float().clamp(0, 1), size=(res, res), mode="area")[0]
+            alpha = None if isinstance(out, torch.Tensor) else getattr(out, "alpha", None)
+            if alpha is None:
+                uint8 = (rgb.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+                alpha = torch.from_numpy(landmarker.segment_foreground(uint8))[None, None]
+            alpha = torch.nn.functional.interpolate(alpha.float().clamp(0, 1), size=(res, res), mode="bilinear",
+                                                    align_corners=False, antialias=True)[0]
+            images.append(rgb)
+            alphas.append(alpha)
+    return torch.stack(images), torch.stack(alphas), cam2world
+
+
+def _hash_seed(seed: int, name: str, t: int) -> int:
+    """A seed from `(seed, clip name, frame)` that does not depend on the process (unlike `hash`)."""
+    digest = hashlib.sha256(f"{seed}/{name}/{t}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def preprocess_clip(video: Path, clip_dir: Path, name: str, config: PreprocessConfig, landmarker=None, head=None,
+                    prior=None) -> dict:
+    """Track one video and write its clip folder; return its manifest entry.
+
+    A clip without enough faces (or an unreadable video) gets a `skipped.json` marker and the entry
+    `{"clip", "source", "skipped": True, "reason"}`. Other errors propagate (the clip stays partial and is redone
+    by the next run).
+
+    Args:
+        video (`Path`): the video file.
+        clip_dir (`Path`): the clip's folder (emptied first).
+        name (`str`): the clip name.
+        config (`PreprocessConfig`): the settings.
+        landmarker (`FaceLandmarker`, *optional*): reused (video mode); one is made otherwise.
+        head (`OpenHead`, *optional*): the head model (default: the packaged OpenHead).
+        prior (*optional*): a `PanoHeadPrior` (or any object with its `encode(image, camera) -> triplane` and
+            `render(triplane, camera) -> output with .image (and .alpha)`); when given, `config.num_prior_views`
+            novel views per frame are cached.
+    """
+    from fhavatar.head.open_head import OpenHead
+    from fhavatar.io import read_video, video_info
+    from fhavatar.tracking import FaceLandmarker, track_video
+
+    if clip_dir.exists():
+        shutil.rmtree(clip_dir)
+    clip_dir.mkdir(parents=True)
+    source = str(Path(video).resolve())
+    own = landmarker is None
+    landmarker = FaceLandmarker(mode="video") if own else landmarker
+    head = head if head is not None else OpenHead()
+    try:
+        try:
+            info = video_info(video)
+            count = None if config.max_frames is None else (config.max_frames - 1) * config.frame_stride + 1
+            frames, fps = read_video(video, max_frames=count)
+            frames = frames[:: config.frame_stride][: config.max_frames]
+            tracks = track_video(frames, landmarker=landmarker, head=head, smoothing=float(config.smoothing), mask=True,
+                                 min_face_fraction=config.min_face_fraction)
+        except ValueError as err:  # no face, too few faces, unreadable or too long video: a property of the clip
+            entry = {"clip": name, "source": source, "skipped": True, "reason": str(err)}
+            write_json_atomic(clip_dir / SKIP_MARKER, entry)
+            logger.info("skipped %s: %s", name, err)
+            return entry
+        for sub in (FRAMES_DIR, MASKS_DIR) + ((PRIOR_DIR, PRIOR_MASKS_DIR) if prior is not None else ()):
+            (clip_dir / sub).mkdir()
+        res, prior_c2w = config.resolution, []
+        for t, track in enumerate(tracks):
+            mask = track.mask if track.mask is not None else np.ones(track.image.shape[:2], np.float32)
+            image = track.image
+            if not config.keep_background:  # paper §4.1: backgrounds removed (white, like the renders)
+                image = (image * mask[..., None] + 255.0 * (1.0 - mask[..., None]) + 0.5).astype(np.uint8)
+            save_rgb(clip_dir / FRAMES_DIR / frame_file(t), _resize(image, res, Image.Resampling.LANCZOS))
+            mask8 = (np.clip(mask, 0, 1) * 255.0 + 0.5).astype(np.uint8)
+            save_mask(clip_dir / MASKS_DIR / frame_file(t), _resize(mask8, res, Image.Resampling.BILINEAR))
+            if prior is not None:
+                # Seeded per (seed, clip, frame): a redone clip gets the same novel-view cameras.
+                seed = _hash_seed(config.seed, name, t)
+                views, alphas, c2w = _prior_views(prior, landmarker, image, track.camera, config,
+                                                  torch.Generator().manual_seed(seed))
+                for v in range(len(views)):
+                    save_rgb(clip_dir / PRIOR_DIR / prior_file(t, v), views[v])
+                    save_mask(clip_dir / PRIOR_MASKS_DIR / prior_file(t, v), alphas[v])
+                prior_c2w.append(c2w)
+        cam2world = torch.cat([t.camera.cam2world for t in tracks])
+        intrinsics = torch.cat([t.camera.intrinsics for t in tracks])
+        params = {f: torch.cat([getattr(t.params, f) for t in tracks]) for f in PARAM_FIELDS}
+        has_face = torch.tensor([t.has_face for t in tracks], dtype=torch.uint8)
+        write_tracking(clip_dir / TRACKING_FILE, cam2world, intrinsics, has_face, params)
+        if prior is not None:
+            write_prior_cameras(clip_dir / PRIOR_CAMERAS_FILE, torch.stack(prior_c2w),
+                                intrinsics[:, None].expand(-1, config.num_prior_views, 3, 3))
+    finally:
+        if own:
+            landmarker.close()
+    entry = {"clip": name, "dir": f"clips/{name}", "num_frames": len(tracks), "source": source, "skipped": False,
+             "fps": fps / config.frame_stride, "source_frames": info.num_frames,
+             "frames_with_face": int(has_face.sum()), "has_prior_views": prior is not None}
+    write_json_atomic(clip_dir / DONE_FILE, entry)  # last: the clip is complete
+    return entry
+
+
+def _clip_state(clip_dir: Path) -> dict | None:
+    """The recorded entry of a finished or skipped clip; None when it must be (re)done."""
+    for marker in (DONE_FILE, SKIP_MARKER):
+        path = clip_dir / marker
+        if path.is_file():
+            try:
+                return json.loads(path.read_text())
+            except json.JSONDecodeError:
+                return None
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- workers
+_WORKER: dict = {}
+
+
+def _init_worker(config: PreprocessConfig, prior_model=None, worker_process: bool = False) -> None:
+    """Per-process state: one MediaPipe landmarker (video mode), one OpenHead and the prior, made once."""
+    from fhavatar.head.open_head import OpenHead
+    from fhavatar.tracking import FaceLandmarker
+
+    if worker_process:
+        torch.set_num_threads(1)  # processes, not threads, give the parallelism
+    _WORKER.clear()
+    _WORKER.update(config=config, landmarker=FaceLandmarker(mode="video"), head=OpenHead(),
+                   prior=prior_model if prior_model is not None else (load_prior(config.prior) if config.prior else None))
+
+
+def _run_job(job: tuple[str, str, str]) -> dict:
+    """Process one `(video, clip_dir, name)` in a worker; crashes become a `failed` entry, not a dead pool."""
+    video, clip_dir, name = job
+    try:
+        return preprocess_clip(Path(video), Path(clip_dir), name, _WORKER["config"], _WORKER["landmarker"],
+                               _WORKER["head"], _WORKER["prior"])
+    except Exception as err:  # noqa: BLE001 - one broken clip must not stop a dataset-sized run
+        logger.exception("clip %s failed", name)
+        return {"clip": name, "source": str(video), "skipped": True, "failed": True,
+                "reason": f"{type(err).__name__}: {err}"}
+
+
+def _shared_settings(config: PreprocessConfig, has_prior: bool) -> dict:
+    settings = {k: v for k, v in asdict(config).items() if k in _SHARED_SETTINGS}
+    settings["num_prior_views"] = config.num_prior_views if has_prior else 0
+    return settings
+
+
+def _check_settings(root: Path, mine: dict) -> None:
+    for path in sorted(root.glob("settings-shard-*.json")):
+        theirs = {k: v for k, v in json.loads(path.read_text()).items() if k in _SHARED_SETTINGS}
+        if theirs != mine:
+            raise ValueError(f"`output_root` {str(root)!r} was made with other settings ({path.name}: {theirs}); this run "
+                             f"has {mine}. Use a new output folder or the same settings.")
+
+
+def preprocess_videos(input_dir, output_root, config: PreprocessConfig | None = None, num_workers: int = 1,
+                      num_shards: int = 1, shard_index: int = 0, merge: bool = True, progress: bool = True,
+                      prior_model=None) -> PreprocessSummary:
+    """Preprocess this shard's videos of `input_dir` into `output_root` (resumable; see the module docstring).
+
+    Args:
+        input_dir (path): a folder searched recursively for videos (or one video file).
+        output_root (path): the dataset folder (clips under `clips/<name>`).
+        config (`PreprocessConfig`, *optional*): the settings (defaults: 512², all frames, no prior).
+        num_workers (`int`, *optional*, defaults to 1): processes (1: in this process).
+        num_shards, shard_index (`int`, *optional*): process videos `shard_index::num_shards` of the sorted list.
+        merge (`bool`, *optional*, defaults to True): with a single shard, write `manifest.jsonl` and
+            `dataset.json` at the end (sharded runs call `merge_shards` once every shard is done).
+        progress (`bool`, *optional*, defaults to True): a tqdm bar over clips.
+        prior_model (*optional*): an in-memory prior (`encode`/`render`) instead of `config.prior` (one process only).
+
+    Returns:
+        `PreprocessSummary`.
+    """
+    config = config if config is not None else PreprocessConfig()
+    for name, value, lo in (("num_workers", num_workers, 1), ("num_shards", num_shards, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+            raise ValueError(f"`{name}` must be an int >= {lo}, got {value!r}.")
+    if not isinstance(shard_index, int) or not 0 <= shard_index < num_shards:
+        raise ValueError(f"`shard_index` must be an int in [0, {num_shards}), got {shard_index!r}.")
+    if prior_model is not None and num_workers > 1:
+        raise ValueError("`prior_model` objects work with num_workers=1 only; pass `config.prior` (a folder) instead.")
+    if prior_model is not None:
+        config = PreprocessConfig(**{**asdict(config), "prior": None})
+    input_dir, root = Path(input_dir), Path(output_root)
+    videos = find_videos(input_dir)[shard_index::num_shards]
+    root.mkdir(parents=True, exist_ok=True)
+    shared = _shared_settings(config, config.prior is not None or prior_model is not None)
+    _check_settings(root, shared)
+    tag = _shard_tag(num_shards, shard_index)
+    write_json_atomic(root / f"settings-{tag}.json", {**asdict(config), **shared})
+
+    summary, entries, jobs = PreprocessSummary(), [], []  # entries: finished earlier, then new
+    names = [clip_name(v, input_dir) for v in videos]
+    if len(set(names)) != len(names):
+        clash = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"`input_dir`: several videos map to the same clip names {clash}; rename them.")
+    for video, name in zip(videos, names):
+        clip_dir = root / "clips" / name
+        state = _clip_state(clip_dir)
+        if state is not None:
+            entries.append(state)
+            if state.get("skipped"):
+                summary.skipped.append(state)
+            else:
+                summary.reused.append(name)
+        else:
+            jobs.append((str(video), str(clip_dir), name))
+    logger.info("%s: %d videos, %d already done, %d to process", tag, len(videos), len(videos) - len(jobs), len(jobs))
+    bar = tqdm(total=len(jobs), desc=f"preprocess {tag}", unit="clip", disable=not progress)
+    if num_workers == 1:
+        _init_worker(config, prior_model)
+        try:
+            for job in jobs:
+                entries.append(_run_job(job))
+                bar.update(1)
+        finally:
+            _WORKER["landmarker"].close()
+            _WORKER.clear()
+    else:
+        import multiprocessing
+
+        # "spawn": MediaPipe and torch threads do not survive fork() safely.
+        with ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(config, None, True)) as pool:
+            for future in as_completed([pool.submit(_run_job, job) for job in jobs]):
+                entries.append(future.result())
+                bar.update(1)
+    bar.close()
+    for entry in entries[len(videos) - len(jobs):]:
+        if entry.get("failed"):
+            summary.failed.append(entry)
+        elif entry.get("skipped"):
+            summary.skipped.append(entry)
+        else:
+            summary.processed.append(entry["clip"])
+    entries.sort(key=lambda e: e["clip"])
+    write_jsonl_atomic(root / f"manifest-{tag}.jsonl", [e for e in entries if not e.get("skipped")])
+    write_jsonl_atomic(root / f"skipped-{tag}.jsonl", [e for e in entries if e.get("skipped")])
+    logger.info("%s: %d processed, %d reused, %d skipped, %d failed", tag, len(summary.processed), len(summary.reused),
+                len(summary.skipped), len(summary.failed))
+    if merge and num_shards == 1:
+        merge_shards(root)
+    return summary
+
+
+def merge_shards(root) -> dict:
+    """Join the shard manifests of `root` into `manifest.jsonl`, `skipped.jsonl` and `dataset.json`.
+
+    Raises:
+        FileNotFoundError: no shard manifest, or a shard (of `num_shards`) or a listed clip folder is missing.
+        ValueError: shards disagree (settings, shard counts) or list a clip twice.
+    """
+    root = Path(root)
+    manifests = sorted(root.glob("manifest-shard-*.jsonl"))
+    if not manifests:
+        raise FileNotFoundError(f"`root`: {str(root)!r} holds no manifest-shard-*.jsonl; run preprocess.py first.")
+    tags = [re.fullmatch(r"manifest-(shard-(\d+)of(\d+))\.jsonl", p.name) for p in manifests]
+    totals = {int(m.group(3)) for m in tags if m}
+    if len(totals) != 1:
+        raise ValueError(f"`root`: shard manifests from runs with different --num_shards ({sorted(totals)}) in "
+                         f"{str(root)!r}; delete the stale ones.")
+    total = totals.pop()
+    have = {int(m.group(2)) for m in tags if m}
+    missing = sorted(set(range(total)) - have)
+    if missing:
+        raise FileNotFoundError(f"`root`: shards {missing} of {total} have not finished (no manifest-shard file).")
+    settings = [json.loads((root / f"settings-{m.group(1)}.json").read_text()) for m in tags if m]
+    shared = [{k: s.get(k) for k in _SHARED_SETTINGS} for s in settings]
+    if any(s != shared[0] for s in shared):
+        raise ValueError(f"`root`: shards of {str(root)!r} were made with different settings: {shared}.")
+    entries, skipped = [], []
+    for m in tags:
+        entries += read_jsonl(root / f"manifest-{m.group(1)}.jsonl")
+        path = root / f"skipped-{m.group(1)}.jsonl"
+        skipped += read_jsonl(path) if path.is_file() else []
+    names = [e["clip"] for e in entries]
+    if len(set(names)) != len(names):
+        raise ValueError(f"`root`: clips listed by several shards: {sorted({n for n in names if names.count(n) > 1})}.")
+    for entry in entries:
+        if not (root / entry["dir"] / DONE_FILE).is_file():
+            raise FileNotFoundError(f"`root`: clip {entry['clip']!r} is listed but {str(root / entry['dir'])!r} has no "
+                                    "`done` file; re-run its shard.")
+    entries.sort(key=lambda e: e["clip"])
+    write_jsonl_atomic(root / MANIFEST_FILE, entries)
+    write_jsonl_atomic(root / SKIPPED_FILE, sorted(skipped, key=lambda e: e["clip"]))
+    info = make_dataset_info(shared[0]["resolution"], len(entries), sum(e["num_frames"] for e in entries),
+                             shared[0]["num_prior_views"])
+    write_json_atomic(root / DATASET_FILE, info)
+    if not entries:
+        logger.warning("merge: no usable clip in %s (%d skipped; see %s)", root, len(skipped), SKIPPED_FILE)
+    logger.info("merge: %d clips, %d frames, %d skipped -> %s", len(entries), info["num_frames"], len(skipped), root)
+    return info
+
+
+# ---------------------------------------------------------------------------------------------- command line
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Preprocess talking-head videos into an FHAvatar dataset "
+                                     "(`preprocess.py merge ROOT` joins shards).")
+    parser.add_argument("input_dir", help="folder of videos (searched recursively) or one video")
+    parser.add_argument("output_root", help="dataset folder")
+    parser.add_argument("--resolution", type=int, default=TRACK_SIZE)
+    parser.add_argument("--max_frames", type=int, default=None)
+    parser.add_argument("--frame_stride", type=int, default=1)
+    parser.add_argument("--smoothing", type=float, default=1.0)
+    parser.add_argument("--min_face_fraction", type=float, default=0.5)
+    parser.add_argument("--keep_background", action="store_true")
+    parser.add_argument("--prior", default=None, help="PanoHeadPrior folder: also cache prior novel views")
+    parser.add_argument("--num_prior_views", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num_workers", type=int, default=1)
+    parser.add_argument("--num_shards", type=int, default=1)
+    parser.add_argument("--shard_index", type=int, default=0)
+    parser.add_argument("--no_merge", action="store_true", help="do not write manifest.jsonl/dataset.json")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if argv[:1] == ["merge"]:
+            merge = argparse.ArgumentParser(description="Join shard manifests into manifest.jsonl + dataset.json.")
+            merge.add_argument("root")
+            info = merge_shards(merge.parse_args(argv[1:]).root)
+            print(json.dumps(info))
+            return 0
+        args = _parser().parse_args(argv)
+        config = PreprocessConfig(resolution=args.resolution, max_frames=args.max_frames, frame_stride=args.frame_stride,
+                                  smoothing=args.smoothing, min_face_fraction=args.min_face_fraction,
+                                  keep_background=args.keep_background, prior=args.prior,
+                                  num_prior_views=args.num_prior_views, seed=args.seed)
+        summary = preprocess_videos(args.input_dir, args.output_root, config, num_workers=args.num_workers,
+                                    num_shards=args.num_shards, shard_index=args.shard_index, merge=not args.no_merge)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"processed {len(summary.processed)}, reused {len(summary.reused)}, skipped {len(summary.skipped)}, "
+          f"failed {len(summary.failed)}")
+    for entry in summary.skipped + summary.failed:
+        print(f"  skipped {entry['clip']}: {entry['reason']}")
+    return 1 if summary.failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
