@@ -22,6 +22,7 @@ from .rendering import Camera, Gaussians, RenderOutput, render_gaussians
 if TYPE_CHECKING:
     from .avatar import Avatar
     from .pipeline_fhavatar import FHAvatarPipeline, FHAvatarPipelineOutput, make_model_card
+    from .prior import PanoHeadPrior
 
 __version__ = "0.1.0"
 
@@ -30,6 +31,7 @@ _LAZY = {
     "Avatar": ".avatar",
     "FHAvatarPipeline": ".pipeline_fhavatar",
     "FHAvatarPipelineOutput": ".pipeline_fhavatar",
+    "PanoHeadPrior": ".prior",
     "make_model_card": ".pipeline_fhavatar",
 }
 
@@ -39,6 +41,7 @@ __all__ = [
     "FHAvatarPipeline",
     "FHAvatarPipelineOutput",
     "Gaussians",
+    "PanoHeadPrior",
     "RenderOutput",
     "__version__",
     "make_model_card",
