@@ -139,8 +139,11 @@ _LICENCE_ROWS = {
                              "| Apache-2.0 |",
     "FHAvatarModel": "| FHAvatarModel weights | this repository | Apache-2.0 for the code; the weights inherit the "
                      "terms of their training data and of the prior/head model they were trained with |",
-    "prior": "| PanoHead prior (tri-grid generator + inversion encoder) | https://github.com/SizheAn/PanoHead | "
-             "CC BY-NC-SA 4.0: **non-commercial** |",
+    # PanoHead's network code derives from EG3D (NVIDIA Source Code License, non-commercial); the inversion encoders
+    # are trained against it: treat converted weights as non-commercial whatever badge a repository shows.
+    "prior": "| PanoHead prior (tri-grid generator + dual-encoder inversion), converted with `fhavatar.prior.convert` | "
+             "https://github.com/SizheAn/PanoHead | the PanoHead release terms; its code derives from EG3D (NVIDIA Source "
+             "Code License): **non-commercial** research only |",
 }
 
 
@@ -149,7 +152,7 @@ def make_model_card(pipeline, repo_id: str, metrics: dict | None = None,
     """Fill the model-card template (`model_card.md`) for `pipeline` uploaded as `repo_id`.
 
     The licence table lists every component; the metadata licence is the most restrictive one (Apache-2.0 for the
-    built-in default, CC BY-NC-SA 4.0 with a PanoHead prior, `other` with FLAME).
+    built-in default, `other` (non-commercial) with a PanoHead prior or FLAME).
 
     Example:
         ```py
@@ -176,7 +179,8 @@ def make_model_card(pipeline, repo_id: str, metrics: dict | None = None,
         licence = ("other\nlicense_name: fhavatar-non-commercial\n"
                    "license_link: https://flame.is.tue.mpg.de/modellicense.html")
     else:
-        licence = "cc-by-nc-sa-4.0" if uses_prior else "apache-2.0"
+        licence = ("other\nlicense_name: panohead-non-commercial\nlicense_link: https://github.com/SizheAn/PanoHead"
+                   if uses_prior else "apache-2.0")
     if training_details is None:
         training_details = ("No learned weights: the built-in default reconstructs avatars by projecting the photo onto "
                             "the tracked head (`ProjectionAvatarModel`)." if model == "ProjectionAvatarModel" else

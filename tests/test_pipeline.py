@@ -219,7 +219,10 @@ def test_model_card_lists_every_licence(tmp_path, monkeypatch):
                            config=SimpleNamespace(resolution=256))
     card = make_model_card(fake, "someone/fhavatar-full")
     assert "license: other" in card and "license_link:" in card
-    assert "PanoHead" in card and "CC BY-NC-SA 4.0" in card and "FLAME licence" in card
+    assert "PanoHead" in card and "EG3D" in card and "FLAME licence" in card
+    fake.head_model = default.head_model
+    card = make_model_card(fake, "someone/fhavatar-prior")
+    assert "license_name: panohead-non-commercial" in card and "**non-commercial**" in card
     with pytest.raises(ValueError, match="repo_id"):
         make_model_card(default, "a/b/c")
 
