@@ -164,15 +164,19 @@ def _read_ply_header(raw: bytes, path: Path) -> tuple[int, list[tuple[str, str]]
                 raise ValueError(f"{str(path)!r}: only 'binary_little_endian' PLY files are supported, got "
                                  f"{' '.join(words[1:])!r}.")
         elif words[0] == "element":
+            if len(words) != 3:
+                raise ValueError(f"{str(path)!r}: malformed PLY element line {line!r}; expected 'element NAME COUNT'.")
             if element == "vertex":
                 raise ValueError(f"{str(path)!r}: a 3DGS PLY holds only the 'vertex' element, found {words[1]!r} "
                                  "after it.")
             element = words[1]
             if element != "vertex":
                 raise ValueError(f"{str(path)!r}: expected the 'vertex' element first, got {element!r}.")
+            if not words[2].isdigit():
+                raise ValueError(f"{str(path)!r}: the PLY vertex count must be a non-negative integer, got {words[2]!r}.")
             count = int(words[2])
         elif words[0] == "property":
-            if words[1] == "list" or words[1] not in _PLY_TYPES or len(words) != 3:
+            if len(words) != 3 or words[1] == "list" or words[1] not in _PLY_TYPES:
                 raise ValueError(f"{str(path)!r}: unsupported PLY property line {line!r}.")
             props.append((words[2], _PLY_TYPES[words[1]]))
         else:

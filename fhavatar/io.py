@@ -7,7 +7,10 @@ import logging
 import math
 import os
 import re
+import struct
 import subprocess
+import tempfile
+import threading
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,26 +22,18 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
-__all__ = [
-    "DEFAULT_MAX_SIDE",
-    "MAX_IMAGE_PIXELS",
-    "MAX_VIDEO_BYTES",
-    "MAX_VIDEO_SECONDS",
-    "VideoInfo",
-    "load_image",
-    "read_safetensors",
-    "read_video",
-    "save_image",
-    "to_uint8_frames",
-    "video_info",
-    "write_video",
-]
+__all__ = ["DEFAULT_MAX_SIDE", "IMAGE_FORMATS", "MAX_IMAGE_PIXELS", "MAX_VIDEO_BYTES", "MAX_VIDEO_SECONDS",
+           "VIDEO_DECODE_TIMEOUT", "VIDEO_DEMUXERS", "VIDEO_PROBE_TIMEOUT", "VideoInfo", "image_size", "load_image",
+           "read_safetensors", "read_video", "save_image", "to_uint8_frames", "video_info", "write_video"]
 
 logger = logging.getLogger(__name__)
 
 FrameLike = Union[Tensor, np.ndarray, Image.Image]
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, Tensor]
 
+#: Image formats `load_image` opens (PIL format names). Others (EPS, which runs Ghostscript, PSD, ICO, ...) are
+#: refused whatever the file name says.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG includes MPO (phone cameras)
 #: Longest side (pixels) of the images `load_image` returns by default; larger ones are downscaled.
 DEFAULT_MAX_SIDE = 2048
 #: Largest image (width x height) `load_image` accepts; bigger files are refused from their header, before decoding.
@@ -47,6 +42,13 @@ MAX_IMAGE_PIXELS = 100_000_000
 MAX_VIDEO_SECONDS = 600.0
 #: Most bytes of decoded frames (`frames x height x width x 3`) `read_video` holds in memory.
 MAX_VIDEO_BYTES = 4 * 1024**3
+#: ffmpeg demuxers a video file may be opened with: containers only (no playlists, concat lists, image sequences);
+#: mp3/wav are opened only to say "no video stream" rather than "not a video".
+VIDEO_DEMUXERS = ("mov", "mp4", "matroska", "webm", "avi", "gif", "mpegts", "mpeg", "flv", "ogg", "asf", "mp3", "wav")
+#: Default seconds `video_info` may take (header + packet count by stream copy, no decoding).
+VIDEO_PROBE_TIMEOUT = 60.0
+#: Default seconds `read_video` lets ffmpeg decode before stopping it.
+VIDEO_DECODE_TIMEOUT = 600.0
 
 
 def _frame_to_uint8(frame: FrameLike, index: int) -> np.ndarray:  # -> [H, W, 3] uint8
@@ -164,6 +166,10 @@ def _target_size(width: int, height: int, max_side: int | None) -> tuple[int, in
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+#: What PIL raises on broken image data (its plugins use all of these).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
+
+
 def _check_pixels(width: int, height: int, what: str) -> None:
     if width * height > MAX_IMAGE_PIXELS:
         raise ValueError(
@@ -172,28 +178,68 @@ def _check_pixels(width: int, height: int, what: str) -> None:
         )
 
 
-def _open_image_file(path: Path, max_side: int | None) -> Image.Image:
-    """Open, check the size from the header, decode (JPEGs at a reduced scale when possible) and apply EXIF."""
-    if not path.exists():
-        raise FileNotFoundError(f"`image` {str(path)!r} does not exist.")
-    if path.is_dir():
-        raise ValueError(f"`image` {str(path)!r} is a directory, expected an image file.")
+def _checked_file(path: Path, name: str) -> Path:
+    """`path` if it is a regular file; clear errors for missing paths, folders, pipes/devices and unusable names."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies below
-            im = Image.open(path)
+        exists, is_file, is_dir = path.exists(), path.is_file(), path.is_dir()
+    except OSError as err:  # e.g. a name longer than the file system allows
+        raise ValueError(f"{name} {str(path)[:200]!r} is not a usable path ({err.strerror or err}).") from err
+    if not exists:
+        raise FileNotFoundError(f"{name} {str(path)!r} does not exist.")
+    if is_dir:
+        raise ValueError(f"{name} {str(path)!r} is a directory, expected a file.")
+    if not is_file:  # a named pipe or a device would block or never end
+        raise ValueError(f"{name} {str(path)!r} is not a regular file (a pipe, socket or device?).")
+    return path
+
+
+def _open_image_header(path: Path) -> Image.Image:
+    """Open `path` with PIL (header only, allowed formats only); nothing is decoded yet."""
+    _checked_file(path, "`image`")
+    try:
+        with warnings.catch_warnings(record=True) as caught:  # PIL warns about damaged metadata: logged below
+            warnings.simplefilter("always")
+            im = Image.open(path, formats=IMAGE_FORMATS)
     except Image.DecompressionBombError as err:
         raise ValueError(f"`image` {str(path)!r} is too large to decode safely ({err}).") from err
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"`image` {str(path)!r} is not a readable image file ({type(err).__name__}: {err}).") from err
+    except _DECODE_ERRORS as err:
+        raise ValueError(f"`image` {str(path)!r} is not a readable image file ({type(err).__name__}: {err}); "
+                         f"supported formats: {', '.join(IMAGE_FORMATS)}.") from err
+    _log_warnings(caught, path)
+    return im
+
+
+def _log_warnings(caught: list, path: Path) -> None:
+    for warning in caught:
+        if not issubclass(warning.category, Image.DecompressionBombWarning):  # our own pixel limit applies instead
+            logger.warning("`image` %s: %s", path, warning.message)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """`(width, height)` of an image file, read from its header (nothing is decoded; EXIF rotation not applied).
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        ValueError: not a regular file, or not an image of `IMAGE_FORMATS`.
+    """
+    with _open_image_header(Path(path)) as im:
+        return im.width, im.height
+
+
+def _open_image_file(path: Path, max_side: int | None) -> Image.Image:
+    """Open, check the size from the header, decode (JPEGs at a reduced scale when possible) and apply EXIF."""
+    im = _open_image_header(path)
     _check_pixels(im.width, im.height, f"`image` {str(path)!r}")
-    if im.format == "JPEG" and max_side is not None and max(im.size) > max_side:
+    if im.format in ("JPEG", "MPO") and max_side is not None and max(im.size) > max_side:
         im.draft(None, _target_size(im.width, im.height, max_side))  # DCT-domain 1/2, 1/4, 1/8 decoding
     try:
-        im.load()
-        ImageOps.exif_transpose(im, in_place=True)  # in place: no second full-size copy
-    except (OSError, SyntaxError, ValueError) as err:
+        with warnings.catch_warnings(record=True) as caught:  # PIL warns about damaged metadata: log it instead
+            warnings.simplefilter("always")
+            im.load()
+            ImageOps.exif_transpose(im, in_place=True)  # in place: no second full-size copy
+    except _DECODE_ERRORS as err:
         raise ValueError(f"`image` {str(path)!r} is corrupt or truncated ({type(err).__name__}: {err}).") from err
+    _log_warnings(caught, path)
     return im
 
 
@@ -296,7 +342,7 @@ def load_image(image: ImageLike, max_side: int | None = DEFAULT_MAX_SIDE) -> np.
         _check_pixels(image.width, image.height, "`image`")
         try:
             image = ImageOps.exif_transpose(image)
-        except (OSError, SyntaxError, ValueError) as err:
+        except _DECODE_ERRORS as err:
             raise ValueError(f"`image`: cannot read the PIL image's data ({type(err).__name__}: {err}).") from err
         return _pil_to_rgb(image, max_side)
     if isinstance(image, Tensor):
@@ -328,55 +374,103 @@ class VideoInfo:
     codec: str
 
 
-def _check_video_path(path: str | os.PathLike) -> Path:
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"`path` must be a str or os.PathLike to a video file, got {type(path).__name__}.")
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"video {str(path)!r} does not exist.")
-    if not path.is_file():
-        raise ValueError(f"video {str(path)!r} is not a file.")
-    return path
+def _ffmpeg_input(path: Path) -> list[str]:
+    # Local files only (no URLs, no other protocols) and container demuxers only: playlists (HLS), concat lists and
+    # image sequences would let a crafted upload make ffmpeg read other files or URLs into the frames we return.
+    return ["-hide_banner", "-nostdin", "-protocol_whitelist", "file", "-format_whitelist", ",".join(VIDEO_DEMUXERS),
+            "-i", str(path.resolve())]
 
 
-def video_info(path: str | os.PathLike) -> VideoInfo:
+def _check_timeout(timeout: float | None, name: str = "timeout") -> None:
+    if timeout is not None and not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0):
+        raise ValueError(f"`{name}` must be a positive number of seconds or None, got {timeout!r}.")
+
+
+def _ffmpeg_reason(log: str) -> str:
+    """The last few meaningful ffmpeg log lines, for error messages."""
+    lines = [re.sub(r"^\[[^\]]*\]\s*", "", ln.strip()) for ln in log.splitlines()]  # drop "[in#0 @ 0x...]"
+    return " | ".join([ln for ln in lines if ln][-3:])[-300:]
+
+
+_STREAM = re.compile(r"^\s*Stream #0:(\d+)[^:]*: Video: (\w+)(.*)$", re.MULTILINE)
+_SIZE = re.compile(r",\s(\d{1,6})x(\d{1,6})[\s,\[]")
+_RATE = re.compile(r"(\d+(?:\.\d+)?)(k?) (fps|tbr)")
+_MAPPED = re.compile(r"Stream #0:(\d+) -> #0:0")
+_ROTATION = re.compile(r"rotation of (-?\d+(?:\.\d+)?) degrees", re.IGNORECASE)
+
+
+def video_info(path: str | os.PathLike, timeout: float | None = VIDEO_PROBE_TIMEOUT) -> VideoInfo:
     """Frame rate, frame count, duration and size of a video, without decoding its frames.
 
+    The first real video stream is used (audio, cover pictures and thumbnails are skipped, wherever they are in
+    the file); its frames are counted from its packets by stream copy, so a header that lies about the duration
+    cannot slip a long video past the limits.
+
     Args:
-        path (`str` or `os.PathLike`): a video file ffmpeg can read (mp4, mov, webm, avi, ...).
+        path (`str` or `os.PathLike`): a video file in a container of `VIDEO_DEMUXERS` (mp4, mov, mkv, webm, avi, ...).
+        timeout (`float`, *optional*, defaults to `VIDEO_PROBE_TIMEOUT`): seconds allowed; None waits as long as it takes.
 
     Raises:
         FileNotFoundError: `path` does not exist.
-        ValueError: the file is not a readable video (the message names the path and quotes ffmpeg).
+        ValueError: the file is not a readable video, has no video stream or no frame, or took too long to read (the
+            message names the path and quotes ffmpeg).
     """
     import imageio_ffmpeg
 
-    path = _check_video_path(path)
-    reader = imageio_ffmpeg.read_frames(str(path))
+    _check_timeout(timeout)
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"`path` must be a str or os.PathLike to a video file, got {type(path).__name__}.")
+    path = _checked_file(Path(path), "video")
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), *_ffmpeg_input(path), "-map", "0:V:0", "-c", "copy", "-f", "null", "-"]
     try:
-        meta = next(reader)
-    except (OSError, RuntimeError, IndexError, AttributeError, StopIteration) as err:
-        raise ValueError(f"video {str(path)!r} is not a readable video ({str(err).strip()[-300:]}).") from err
-    finally:
-        reader.close()
-    # Count the packets of the first video stream by stream copy (no decoding).
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)]
-    cmd += ["-map", "0:v:0", "-c", "copy", "-f", "null", "-"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=120)
-    counts = re.findall(r"frame=\s*(\d+)", proc.stderr)
-    if proc.returncode != 0 or not counts:
-        raise ValueError(f"video {str(path)!r}: ffmpeg cannot count its frames ({proc.stderr.strip()[-300:]}).")
-    num_frames = int(counts[-1])
-    fps = float(meta.get("fps") or 0.0)
+        log = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout).stderr
+    except subprocess.TimeoutExpired as err:
+        raise ValueError(f"video {str(path)!r}: reading its header and counting its frames took more than {timeout:g} s; "
+                         "is it a real video file?") from err
+    mapped = _MAPPED.search(log)
+    if "Error opening input" in log or "Format not on whitelist" in log:
+        raise ValueError(f"video {str(path)!r} is not a readable video file (allowed containers: "
+                         f"{', '.join(VIDEO_DEMUXERS)}; ffmpeg: {_ffmpeg_reason(log)}).")
+    if mapped is None:
+        raise ValueError(f"video {str(path)!r} has no video stream (an audio-only or empty file?).")
+    stream = next((m for m in _STREAM.finditer(log) if m.group(1) == mapped.group(1)), None)
+    counts = re.findall(r"frame=\s*(\d+)", log)
+    size = _SIZE.search(stream.group(3)) if stream else None
+    if stream is None or size is None or not counts:
+        raise ValueError(f"video {str(path)!r}: ffmpeg cannot read its video stream ({_ffmpeg_reason(log)}).")
+    num_frames, width, height = int(counts[-1]), int(size.group(1)), int(size.group(2))
     if num_frames == 0:
         raise ValueError(f"video {str(path)!r} has no video frames.")
+    if width < 1 or height < 1 or width * height > MAX_IMAGE_PIXELS:
+        raise ValueError(f"video {str(path)!r}: its {width}x{height} frames are outside 1 px to "
+                         f"{MAX_IMAGE_PIXELS / 1e6:.0f} Mpx.")
+    # The side data after the stream line: ffmpeg turns the frames upright when decoding, so report that size.
+    following = log[stream.end():]
+    nxt = re.search(r"^\s*(Stream #|Stream mapping)", following, re.MULTILINE)
+    rotation = _ROTATION.search(following[: nxt.start() if nxt else len(following)])
+    if rotation and round(float(rotation.group(1)) / 90) % 2:
+        width, height = height, width
+    rates = {unit: float(v) * (1000 if k else 1) for v, k, unit in _RATE.findall(stream.group(3))}
+    fps = rates.get("fps") or rates.get("tbr") or 0.0
     if fps <= 0:
-        duration = float(meta.get("duration") or 0.0)
-        if duration <= 0:
+        duration = re.search(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", log)
+        seconds = 3600 * int(duration.group(1)) + 60 * int(duration.group(2)) + float(duration.group(3)) if duration else 0
+        if seconds <= 0:
             raise ValueError(f"video {str(path)!r}: neither its frame rate nor its duration can be read.")
-        fps = num_frames / duration
-    width, height = meta["size"]
-    return VideoInfo(fps, num_frames, num_frames / fps, int(width), int(height), str(meta.get("codec", "")))
+        fps = num_frames / seconds
+    return VideoInfo(fps, num_frames, num_frames / fps, width, height, stream.group(2))
+
+
+def _read_exact(stream, size: int) -> bytearray | None:
+    """`size` bytes from a pipe (fewer only at its end; None when nothing is left)."""
+    buffer = bytearray(size)
+    view, got = memoryview(buffer), 0
+    while got < size:
+        n = stream.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return buffer if got == size else None
 
 
 def read_video(
@@ -384,35 +478,41 @@ def read_video(
     max_frames: int | None = None,
     max_seconds: float | None = None,
     max_side: int | None = None,
+    timeout: float | None = VIDEO_DECODE_TIMEOUT,
 ) -> tuple[list[np.ndarray], float]:
     """Decode a video into RGB uint8 frames with the ffmpeg binary shipped by `imageio-ffmpeg`.
 
     Every decoded frame is returned once (`-fps_mode passthrough`: nothing is duplicated or dropped to force a
-    constant rate). Without `max_frames` / `max_seconds`, videos longer than `MAX_VIDEO_SECONDS` are refused;
-    in every case, decoding that would hold more than `MAX_VIDEO_BYTES` of frames is refused before it starts.
+    constant rate, so variable-frame-rate clips keep all their frames). Without `max_frames` / `max_seconds`,
+    videos longer than `MAX_VIDEO_SECONDS` are refused from their packet count, before decoding; in every case,
+    decoding that would hold more than `MAX_VIDEO_BYTES` of frames is refused before it starts, and ffmpeg is
+    stopped when it runs longer than `timeout`.
 
     Args:
-        path (`str` or `os.PathLike`): the video file.
+        path (`str` or `os.PathLike`): the video file (see `video_info`).
         max_frames (`int`, *optional*): read at most this many frames from the start.
         max_seconds (`float`, *optional*): read at most this many seconds from the start.
         max_side (`int`, *optional*): downscale frames whose longest side exceeds this (aspect ratio kept).
+        timeout (`float`, *optional*, defaults to `VIDEO_DECODE_TIMEOUT`): seconds allowed for decoding; None: no limit.
 
     Returns:
         `(frames, fps)`: a list of `[H, W, 3]` uint8 arrays and the nominal frame rate.
 
     Raises:
         FileNotFoundError: `path` does not exist.
-        ValueError: the file is not a readable video, is too long, or an argument is out of range.
+        ValueError: the file is not a readable video, is too long, took too long, or an argument is out of range.
     """
     import imageio_ffmpeg
 
-    if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
+    if max_frames is not None and (not isinstance(max_frames, int) or isinstance(max_frames, bool) or max_frames < 1):
         raise ValueError(f"`max_frames` must be a positive int or None, got {max_frames!r}.")
-    if max_seconds is not None and not (isinstance(max_seconds, (int, float)) and max_seconds > 0):
+    if max_seconds is not None and not (isinstance(max_seconds, (int, float)) and math.isfinite(max_seconds)
+                                        and max_seconds > 0):
         raise ValueError(f"`max_seconds` must be a positive number or None, got {max_seconds!r}.")
     if max_side is not None and (not isinstance(max_side, int) or max_side < 16):
         raise ValueError(f"`max_side` must be an int >= 16 or None, got {max_side!r}.")
-    info = video_info(path)
+    _check_timeout(timeout)
+    info = video_info(path, timeout=None if timeout is None else min(timeout, VIDEO_PROBE_TIMEOUT))
     path = Path(path)
     if max_frames is None and max_seconds is None and info.duration > MAX_VIDEO_SECONDS:
         raise ValueError(
@@ -431,22 +531,47 @@ def read_video(
             f"video {str(path)!r}: {count} frames of {width}x{height} need {needed / 2**30:.1f} GiB, more than the "
             f"{MAX_VIDEO_BYTES / 2**30:.0f} GiB allowed. Pass `max_frames`, `max_seconds` or `max_side`."
         )
-    reader = imageio_ffmpeg.read_frames(str(path), output_params=["-fps_mode", "passthrough", "-frames:v", str(count)])
+    # The scale filter fixes the output size, so the frame size is known whatever the decoder and rotation do.
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", *_ffmpeg_input(path), "-map", "0:V:0",
+           "-fps_mode", "passthrough", "-frames:v", str(count), "-vf", f"scale={width}:{height}:flags=lanczos",
+           "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     frames: list[np.ndarray] = []
-    try:
-        meta = next(reader)
-        w, h = meta["size"]
-        for raw in reader:
-            frame = np.frombuffer(raw, np.uint8).reshape(h, w, 3)
-            if (w, h) != (width, height):
-                frame = np.asarray(Image.fromarray(frame).resize((width, height), Image.Resampling.LANCZOS, reducing_gap=3.0))
-            frames.append(frame.copy() if not frame.flags.writeable else frame)
-    except (OSError, RuntimeError, IndexError, AttributeError, StopIteration) as err:
-        raise ValueError(f"video {str(path)!r} cannot be decoded ({str(err).strip()[-300:]}).") from err
-    finally:
-        reader.close()
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: ffmpeg can never block on a full stderr pipe
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
+        expired = threading.Event()
+
+        def stop() -> None:
+            expired.set()
+            proc.kill()
+
+        timer = threading.Timer(timeout, stop) if timeout is not None else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        try:
+            while len(frames) < count:
+                raw = _read_exact(proc.stdout, width * height * 3)
+                if raw is None:
+                    break
+                frames.append(np.frombuffer(raw, np.uint8).reshape(height, width, 3))
+        finally:
+            if timer is not None:
+                timer.cancel()
+            proc.stdout.close()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.seek(0)
+        reason = _ffmpeg_reason(log.read(65536).decode("utf-8", "replace"))
+    if expired.is_set():
+        raise ValueError(f"video {str(path)!r}: decoding took more than {timeout:g} s and was stopped "
+                         f"({len(frames)} of {count} frames read). Use a shorter or smaller clip.")
     if not frames:
-        raise ValueError(f"video {str(path)!r}: no frame could be decoded.")
+        raise ValueError(f"video {str(path)!r}: no frame could be decoded ({reason}).")
+    if len(frames) < count:
+        logger.warning("video %s: only %d of %d frames could be decoded (%s)", path, len(frames), count, reason)
     logger.info("read %d frames (%dx%d, %.3g fps) from %s", len(frames), width, height, info.fps, path)
     return frames, info.fps
 
@@ -458,9 +583,7 @@ def read_safetensors(path: str | os.PathLike, what: str) -> tuple[dict[str, Tens
     """
     from safetensors import SafetensorError, safe_open
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No {what} at {str(path)!r}.")
+    path = _checked_file(Path(path), what)
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}

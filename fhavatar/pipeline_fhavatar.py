@@ -81,6 +81,14 @@ def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
         raise ValueError(f"`{name}` must be an int in [{lo}, {hi}], got {value!r}.")
 
 
+def _check_path_usable(name: str, path: Path) -> None:
+    """Path.exists() raises OSError (not False) for names the file system cannot hold, e.g. too long ones."""
+    try:
+        path.exists()
+    except OSError as err:
+        raise ValueError(f"`{name}` is not a usable path ({err.strerror or err}): {str(path)[:80]!r}...") from err
+
+
 def _square_pixels(camera: Camera, width: int, height: int) -> Camera:
     """`camera` with its normalised fx scaled so pixels stay square at `width` x `height` (vertical FOV kept)."""
     if width == height:
@@ -141,8 +149,18 @@ class FHAvatarPipeline(DiffusionPipeline):
         smoothing: float = 1.0,
     ):
         super().__init__()
+        _check_int("resolution", resolution, 8, 2048)
+        try:
+            rgb = [float(c) for c in background]
+        except (TypeError, ValueError):
+            rgb = []
+        if len(rgb) != 3 or not all(math.isfinite(c) and 0.0 <= c <= 1.0 for c in rgb):
+            raise ValueError(f"`background` must be 3 numbers in [0, 1] (RGB), got {background!r}.")
+        for name, value in (("orbit_elevation", orbit_elevation), ("smoothing", smoothing)):
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)):
+                raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
         self.register_modules(avatar_model=avatar_model, head_model=head_model, prior=prior)
-        self.register_to_config(resolution=resolution, background=[float(c) for c in background],
+        self.register_to_config(resolution=resolution, background=rgb,
                                 orbit_elevation=float(orbit_elevation), use_mask=bool(use_mask),
                                 smoothing=float(smoothing))
 
@@ -234,6 +252,7 @@ class FHAvatarPipeline(DiffusionPipeline):
             from .io import video_info
 
             path = Path(driving_video)
+            _check_path_usable("driving_video", path)
             if not path.exists():
                 raise FileNotFoundError(f"`driving_video`: no file at {str(path)!r}.")
             if not path.is_file():
@@ -264,6 +283,7 @@ class FHAvatarPipeline(DiffusionPipeline):
     def _check_image(image) -> None:
         if isinstance(image, (str, os.PathLike)):
             path = Path(image)
+            _check_path_usable("image", path)
             if not path.exists():
                 raise FileNotFoundError(f"`image`: no file at {str(path)!r}.")
             if not path.is_file():

@@ -75,8 +75,15 @@ def load_pipeline_folder(pipeline_class, path: str, torch_dtype: torch.dtype | N
 
     for key in DOWNLOAD_OPTIONS:
         overrides.pop(key, None)
-    with open(os.path.join(path, "model_index.json"), encoding="utf-8") as f:
-        index = json.load(f)
+    index_path = os.path.join(path, "model_index.json")
+    try:
+        with open(index_path, encoding="utf-8") as f:
+            index = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"`pretrained_model_name_or_path`: {index_path!r} is not valid JSON ({err}).") from err
+    if not isinstance(index, dict):
+        raise ValueError(f"`pretrained_model_name_or_path`: {index_path!r} must hold a JSON object, got "
+                         f"{type(index).__name__}.")
     accepted = set(inspect.signature(pipeline_class.__init__).parameters) - {"self"}
     unknown = sorted(set(overrides) - accepted)
     if unknown:
@@ -93,14 +100,24 @@ def load_pipeline_folder(pipeline_class, path: str, torch_dtype: torch.dtype | N
                 raise ValueError(f"`pretrained_model_name_or_path`: model_index.json names no `{name}`.")
             init[name] = None
             continue
+        if len(entry) != 2 or not all(isinstance(e, str) for e in entry):
+            raise ValueError(f"`{name}`: model_index.json must name it as [\"module\", \"Class\"], got {entry!r}.")
         library, class_name = entry
         if library != "fhavatar" and not library.startswith("fhavatar."):
             raise ValueError(f"`{name}`: model_index.json names {library}.{class_name}; only fhavatar classes are "
                              f"loaded automatically. Load it yourself and pass `{name}=` to from_pretrained.")
-        module_class = getattr(importlib.import_module(library), class_name, None)
+        try:
+            module_class = getattr(importlib.import_module(library), class_name, None)
+        except ImportError as err:
+            raise ValueError(f"`{name}`: model_index.json names the module {library!r}, which this fhavatar version "
+                             f"does not have ({err}).") from err
         if not (isinstance(module_class, type) and issubclass(module_class, ModelMixin)):
             raise ValueError(f"`{name}`: {library}.{class_name} is not an fhavatar model class.")
-        init[name] = module_class.from_pretrained(os.path.join(path, name), use_safetensors=True, **options)
+        folder = os.path.join(path, name)
+        try:
+            init[name] = module_class.from_pretrained(folder, use_safetensors=True, **options)
+        except OSError as err:  # diffusers: a missing or invalid config.json, unreadable weights
+            raise ValueError(f"`{name}`: cannot load {folder!r}: {err}") from err
     pipeline = pipeline_class(**{**init, **overrides})
     pipeline.register_to_config(_name_or_path=os.fspath(path))
     return pipeline.to(dtype=torch_dtype) if torch_dtype is not None else pipeline

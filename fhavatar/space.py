@@ -19,6 +19,7 @@ SPACE_KEYS = (
     "suggested_hardware", "license", "short_description", "preload_from_hub", "tags",
 )
 _REQUIRED = ("title", "sdk", "sdk_version", "app_file")
+_LIST_KEYS = ("preload_from_hub", "tags")
 DEFAULT_SPACEFILE = Path(__file__).resolve().parents[1] / "Spacefile"
 
 
@@ -29,13 +30,21 @@ def load_spacefile(path: str | Path = DEFAULT_SPACEFILE) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No Spacefile at {str(path)!r}.")
-    data = yaml.safe_load(path.read_text())
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid UTF-8 YAML: {err}") from err
     if not isinstance(data, dict):
         raise ValueError(f"{path} must be a YAML mapping of Space settings.")
     missing = [k for k in _REQUIRED if k not in data]
     unknown = sorted(set(data) - set(SPACE_KEYS))
     if missing or unknown:
         raise ValueError(f"{path}: missing keys {missing}, unknown keys {unknown} (known: {list(SPACE_KEYS)}).")
+    wrong = [f"{k} ({type(v).__name__})" for k, v in data.items()
+             if not (isinstance(v, list) and all(isinstance(x, str) for x in v) if k in _LIST_KEYS else isinstance(v, str))]
+    if wrong:
+        raise ValueError(f"{path}: these settings must be strings (quote numbers such as "
+                         f"\"3.11\"; {', '.join(_LIST_KEYS)} are lists of strings): {wrong}.")
     return data
 
 

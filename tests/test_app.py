@@ -130,3 +130,40 @@ def test_api_animate_reuses_the_avatar_of_the_same_photo(service, tmp_path, monk
     copy = tmp_path / "b.png"
     shutil.copy(photo, copy)
     assert service.avatar_for(copy) is first and not calls  # same content, other name: cached
+
+
+def test_limits_and_clean_errors(service, tmp_path, monkeypatch):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    big = tmp_path / "big.png"  # 8000 x 6000 claimed by the header: 48 Mpx, refused before decoding
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 8000, 6000, 8, 2, 0, 0, 0))
+                    + chunk(b"IEND", b""))
+    with pytest.raises(gr.Error, match=f"at most {app.MAX_PHOTO_MEGAPIXELS} Mpx"):
+        service.create(str(big), frames=2, size=64)
+    # input errors reach the user without the server's folders; anything else as a generic line, never a traceback
+    err = service._user_error(ValueError(f"`image` {str(tmp_path / 'x.jpg')!r} is corrupt"), str(tmp_path / "x.jpg"))
+    assert str(tmp_path) not in str(err) and "'x.jpg' is corrupt" in str(err)
+    err = service._user_error(RuntimeError("secret internals"))
+    assert "Internal error (RuntimeError)" in str(err) and "secret" not in str(err)
+    assert "ran out of memory" in str(service._user_error(MemoryError()))
+    # request folders are pruned: only the newest OUTPUT_DIRS_KEPT stay on disk
+    monkeypatch.setattr(app, "OUTPUT_DIRS_KEPT", 2)
+    folders = [service._output_dir() for _ in range(4)]
+    assert [f.exists() for f in folders] == [False, False, True, True]
+    # both endpoints share one concurrency slot (one pipeline); the photo input hands over the path undecoded
+    demo = app.build_demo(service)
+    ids = {fn.api_name: fn.concurrency_id for fn in demo.fns.values()}
+    assert ids["create_avatar"] == ids["animate"] == app.CONCURRENCY_ID
+    from gradio.data_classes import ImageData
+
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    photo = app.photo_input()
+    assert photo.preprocess(ImageData(path=str(text), orig_name="notes.jpg")) == str(text)
+    assert photo.get_block_name() == "image" and not (Path(app.__file__).with_suffix(".pyi")).exists()
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert app.limit_malloc_arenas() is False  # an explicit setting wins

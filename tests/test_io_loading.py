@@ -184,7 +184,7 @@ def test_bad_videos(tmp_path, monkeypatch):
     (tmp_path / "noise.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
     with pytest.raises(ValueError, match="noise.mp4"):
         read_video(tmp_path / "noise.mp4")
-    with pytest.raises(ValueError, match="not a file"):
+    with pytest.raises(ValueError, match="directory"):
         read_video(tmp_path)
     (tmp_path / "cut.mp4").write_bytes(V02.read_bytes()[:30000])  # its index (moov) is at the end: lost
     with pytest.raises(ValueError, match="cut.mp4"):
@@ -198,3 +198,35 @@ def test_bad_videos(tmp_path, monkeypatch):
     monkeypatch.setattr(fio, "MAX_VIDEO_BYTES", 10 * 512 * 512 * 3)
     with pytest.raises(ValueError, match="GiB"):
         read_video(V01, max_frames=20)
+
+
+# ---------------------------------------------------------------------------------------------------- safety
+def test_image_size_and_the_format_allow_list(tmp_path):
+    Image.new("RGB", (37, 21)).save(tmp_path / "a.webp")
+    assert fio.image_size(tmp_path / "a.webp") == (37, 21)
+    assert fio.image_size(_png_header_only(tmp_path / "big.png", 12000, 9000)) == (12000, 9000)  # header only
+    with pytest.raises(ValueError, match="too large"):  # beyond PIL's own bomb limit, refused when opened
+        fio.image_size(_png_header_only(tmp_path / "huge.png", 40000, 30000))
+    Image.new("RGB", (16, 16)).save(tmp_path / "icon.ico")
+    (tmp_path / "icon.png").write_bytes((tmp_path / "icon.ico").read_bytes())  # an ICO under a PNG name
+    with pytest.raises(ValueError, match="supported formats: JPEG, PNG"):
+        load_image(tmp_path / "icon.png")
+    os.mkfifo(tmp_path / "fifo.jpg")
+    with pytest.raises(ValueError, match="not a regular file"):
+        fio.image_size(tmp_path / "fifo.jpg")
+
+
+def test_videos_are_opened_only_as_local_containers(tmp_path):
+    clip = fio.write_video(tmp_path / "clip.mp4", [np.full((16, 16, 3), v, np.uint8) for v in (0, 128, 255)], fps=3)
+    info = video_info(clip)
+    assert (info.num_frames, info.fps, info.width, info.height, info.codec) == (3, 3.0, 16, 16, "h264")
+    frames, fps = read_video(clip, timeout=30)
+    assert [int(f.mean()) for f in frames] == pytest.approx([0, 128, 255], abs=3)
+    # a concat list names another file: ffmpeg would read it in; only container demuxers are allowed
+    (tmp_path / "list.mp4").write_text(f"ffconcat version 1.0\nfile '{clip}'\n")
+    with pytest.raises(ValueError, match="list.mp4.*not a readable video file"):
+        video_info(tmp_path / "list.mp4")
+    with pytest.raises(ValueError, match="`timeout` must be a positive"):
+        read_video(clip, timeout=0)
+    with pytest.raises(ValueError, match=r"took more than 1e-06 s"):  # the probe shares the time limit
+        read_video(clip, timeout=1e-6)

@@ -56,6 +56,8 @@ _NUMPY_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray")
 _PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
 _SAFE_BUILTINS = {"set": set, "frozenset": frozenset, "object": object, "slice": slice, "complex": complex}
 _SPARSE_FORMATS = ("csc", "csr", "coo")
+#: Largest sparse matrix (rows x cols) `SparseStandIn.toarray` densifies (float64: 2 GiB).
+MAX_DENSE_ELEMENTS = 2**28
 
 
 class RefusedPickleError(pickle.UnpicklingError, ValueError):
@@ -97,6 +99,9 @@ class SparseStandIn:
         if shape is None or len(shape) != 2:
             raise ValueError(f"A pickled scipy.sparse {self.format} matrix has no usable shape (got {shape!r}).")
         rows, cols = (int(s) for s in shape)
+        if rows < 0 or cols < 0 or rows * cols > MAX_DENSE_ELEMENTS:
+            raise ValueError(f"A pickled scipy.sparse {self.format} matrix claims shape {shape}: more than the "
+                             f"{MAX_DENSE_ELEMENTS:,} entries FHAvatar densifies (FLAME's are at most a few million).")
         data = np.asarray(state.get("data"))
         dense = np.zeros((rows, cols), dtype=np.float64)
         if self.format == "coo":
@@ -192,8 +197,17 @@ class _Unpickler(pickle.Unpickler):
 
 
 def load_pickle(data: bytes, source: str = "the file", allow_opaque: bool = False) -> Any:
-    """Unpickle `data` (bytes of a Python 2 or 3 pickle) allowing only data objects (module docstring)."""
-    return _Unpickler(io.BytesIO(data), source, allow_opaque).load()
+    """Unpickle `data` (bytes of a Python 2 or 3 pickle) allowing only data objects (module docstring).
+
+    Raises `RefusedPickleError` for code and `ValueError` for anything that is not a readable pickle.
+    """
+    try:
+        return _Unpickler(io.BytesIO(data), source, allow_opaque).load()
+    except (RefusedPickleError, ValueError):
+        raise
+    except (pickle.UnpicklingError, EOFError, IndexError, KeyError, TypeError, AttributeError, OverflowError,
+            MemoryError, RecursionError) as err:
+        raise ValueError(f"{source} is not a readable pickle ({type(err).__name__}: {err}).") from err
 
 
 def load_npy(path: str | Path, allow_opaque: bool = True) -> np.ndarray:
