@@ -43,8 +43,9 @@ test-all: venv
 lint: venv
 	$(PY) -m ruff check fhavatar training tests benchmarks app.py
 
+# Every benchmark script with cheap settings, < 10 minutes; writes benchmarks/RESULTS.md.
 bench: venv
-	$(PY) benchmarks/render_bench.py
+	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache

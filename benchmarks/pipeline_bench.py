@@ -3,6 +3,7 @@
 Prints seconds for each stage with the built-in default pipeline (OpenHead + ProjectionAvatarModel, K=256) on the
 CPU (or `--device cuda`). Targets on a laptop-class CPU: < 30 s for photo -> avatar + orbit, < 60 s for the clip.
 The clip is v01 (78 frames, 25 fps) looped to 125 frames (`--clip-frames`), so tracking covers 5 s of video.
+Without the shared data, the packaged example photo is used, drifting sideways as the clip.
 
     PYTHONPATH=. .venv/bin/python benchmarks/pipeline_bench.py [--size 512] [--frames 72] [--device cpu]
 """
@@ -14,13 +15,13 @@ import time
 from pathlib import Path
 
 import torch
+from _timing import default_clip, default_photo, driving_frames
 
 from fhavatar import FHAvatarPipeline
-from fhavatar.io import read_video
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "realfaces"
-PHOTO = REAL / "p07_frontal_woman-smiling-aligned_p4d-zoe.jpg"
-CLIP = REAL / "v01_man-expressions-greenscreen_lp-d0.mp4"
+PHOTO = default_photo()
+CLIP = default_clip()
+FPS = 25.0
 
 
 def _timed(label: str, fn, results: dict):
@@ -59,8 +60,8 @@ def main() -> None:
     first = results["reconstruct (track + avatar model)"] + results[f"orbit ({args.frames} frames)"]
 
     print(f"re-enactment ({args.clip_frames} frames at 25 fps = {args.clip_frames / 25:.1f} s of video)")
-    frames, fps = _timed("read clip", lambda: read_video(args.clip), results)
-    frames = (frames * (args.clip_frames // len(frames) + 1))[: args.clip_frames]
+    frames = _timed("read clip", lambda: driving_frames(args.clip, args.photo, args.clip_frames), results)
+    fps = FPS
     tracks, _ = _timed("track driving video", lambda: pipe.track_driving(frames), results)
     _timed("transfer + render", lambda: pipe.animate(avatar, tracks, height=args.size, width=args.size), results)
     second = results["read clip"] + results["track driving video"] + results["transfer + render"]
