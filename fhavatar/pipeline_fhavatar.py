@@ -324,6 +324,11 @@ class FHAvatarPipeline(DiffusionPipeline):
                 return self.prior.sample(triplane, points).transpose(1, 2)
         if not isinstance(self.avatar_model, FHAvatarModel):
             return self.avatar_model(image, camera, vertices, layout, prior=self.prior, mask=mask)
+        if mask is not None:
+            # The learned model is trained on photos composited over the background colour (training/train_fhavatar.py
+            # stores it in this config), so it sees them the same way here.
+            background = torch.tensor(self.config.background, device=device, dtype=image.dtype).view(1, 3, 1, 1)
+            image = image * mask + background * (1 - mask)
         height, width = image.shape[-2:]
         visibility = texel_visibility(layout, vertices, camera, VISIBILITY_RESOLUTION,
                                       max(1, round(VISIBILITY_RESOLUTION * height / width)))

@@ -1,0 +1,605 @@
+"""Train the FHAvatar network (paper §3.5, §4.1, §B) with 🤗 accelerate: one CPU, one GPU, or many GPUs/nodes.
+
+    accelerate launch training/train_fhavatar.py --config paper --train_data_dir DATA --output_dir runs/fhavatar
+    accelerate launch --cpu --num_processes 1 training/train_fhavatar.py --config tiny-cpu --output_dir runs/tiny
+
+Run from the repository root with `PYTHONPATH=.` (the Makefile exports it). `--config` takes a preset name
+(`training/configs/*.yaml`) or a YAML path; every config field can be overridden (`--max_train_steps 100`,
+`--loss.lambda_3d 100`, `--prior null`). See training/README.md for data preparation, multi-GPU launches,
+resuming and pushing to the Hub.
+
+The loop follows diffusers' example scripts: `Accelerator` + `ProjectConfiguration`, save/load hooks writing
+`save_pretrained` folders of the `FHAvatarModel`, `checkpoint-{step}` folders pruned to `checkpoints_total_limit`,
+`--resume_from_checkpoint latest`, tracker logging with periodic validation renders, and at the end a
+`pipeline/` folder that `FHAvatarPipeline.from_pretrained` loads. One step is `training_step`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from fhavatar.avatar import Avatar
+from fhavatar.head.open_head import OpenHead, OpenHeadParams
+from fhavatar.head.uv import UVLayout
+from fhavatar.models import FHAvatarModel
+from fhavatar.models.attributes import UVAttributes
+from fhavatar.models.visibility import project_texels, texel_visibility
+from fhavatar.rendering import Camera, render_gaussians
+from training.config import LossConfig, TrainConfig, check_config, config_to_dict, load_config
+from training.losses import LossInputs, compute_losses
+
+__all__ = ["ConfigError", "StepOutput", "TrainResult", "main", "parse_args", "predict_attributes", "render_targets",
+           "save_pipeline", "train", "training_step", "use_workqueue_threads", "validate"]
+
+logger = logging.getLogger(__name__)
+
+#: Sub-folder of a checkpoint holding the `FHAvatarModel` (`save_pretrained`), and the config file beside it.
+MODEL_FOLDER, CONFIG_FILE = "avatar_model", "training_config.json"
+
+
+# ---------------------------------------------------------------------------------------------- arguments
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """`--config NAME_OR_YAML` plus one flag per config field (`--field`, `--loss.field`) overriding it."""
+    # No prefix matching: a misspelt flag must not silently set another field.
+    parser = argparse.ArgumentParser(description="Train FHAvatar (paper §3.5, §B).", allow_abbrev=False)
+    parser.add_argument("--config", default="paper", help="preset name (training/configs/NAME.yaml) or a YAML path")
+    flags = [(f.name, typing.get_type_hints(TrainConfig)[f.name]) for f in dataclasses.fields(TrainConfig)
+             if f.name != "loss"]
+    flags += [(f"loss.{f.name}", typing.get_type_hints(LossConfig)[f.name]) for f in dataclasses.fields(LossConfig)]
+    for name, annotation in flags:
+        kwargs = dict(default=argparse.SUPPRESS, metavar="VALUE", help=f"override `{name}`")
+        if annotation is bool:  # `--push_to_hub` alone means true
+            kwargs.update(nargs="?", const="true")
+        parser.add_argument(f"--{name}", dest=name, **kwargs)
+    known, rest = parser.parse_known_args(argv)
+    args = vars(known)
+    # Unknown `--key value` / `--key=value` pairs go to the config too, whose error names the key and the closest
+    # valid one ("did you mean ...?").
+    while rest:
+        token = rest.pop(0)
+        if not token.startswith("--"):
+            raise ValueError(f"unexpected argument {token!r}; every option is `--key value`.")
+        key, sep, value = token[2:].partition("=")
+        args[key] = value if sep else (rest.pop(0) if rest and not rest[0].startswith("--") else "true")
+    return load_config(args.pop("config"), args)
+
+
+# ---------------------------------------------------------------------------------------------- one step
+@dataclass
+class StepOutput:
+    """What `training_step` returns: the loss to back-propagate and the detached terms to log."""
+
+    loss: Tensor
+    logs: dict[str, float]
+    images: Tensor  # [N, 3, H, W] renders (detached), N = batch x target views
+
+
+def _composite(image: Tensor, mask: Tensor, background: Tensor) -> Tensor:  # [..., 3, H, W], [..., 1, H, W], [3]
+    """`image` over `background` through `mask` (training targets and sources never show the dataset's backdrop)."""
+    return image * mask + background.view(3, 1, 1) * (1 - mask)
+
+
+def _params(values: dict[str, Tensor], device) -> OpenHeadParams:
+    return OpenHeadParams(**{k: v.to(device=device, dtype=torch.float32) for k, v in values.items()})
+
+
+def predict_attributes(batch: dict, model, head: OpenHead, layout: UVLayout, prior=None,
+                       background: Tensor | None = None, visibility_resolution: int = 256,
+                       return_aux: bool = True, autocast=None) -> tuple[UVAttributes, Tensor, OpenHeadParams]:
+    """Source photo -> UV attribute maps A (and A¹), as `FHAvatarPipeline._attributes` does at inference.
+
+    Source head vertices -> UV position map p and scale map s (`UVLayout`), visibility M_v and texel projections
+    (`fhavatar.models.visibility`), the frozen prior's tri-plane sampler, then the model — the only part run under
+    `autocast` (a context-manager factory such as `accelerator.autocast`; the head model stays in fp32).
+
+    Returns:
+        `(attributes, position_map [B, 3, K, K], source_params)`.
+    """
+    device = layout.valid.device
+    background = torch.ones(3, device=device) if background is None else background
+    image = _composite(batch["source_image"].to(device), batch["source_mask"].to(device), background)
+    camera = Camera(batch["source_cam2world"].to(device).float(), batch["source_intrinsics"].to(device).float())
+    params = _params(batch["source_params"], device)
+    with torch.no_grad():  # the head model has no trainable parameters; M_v is a constant (paper §3.3)
+        vertices = head(params).float()
+        height, width = image.shape[-2:]
+        visibility = texel_visibility(layout, vertices, camera, visibility_resolution,
+                                      max(1, round(visibility_resolution * height / width)))
+        pixels, _ = project_texels(layout, vertices, camera, width, height)
+        position_map, scale_map = layout.position_map(vertices), layout.scale_map(vertices)
+    sampler = None
+    if prior is not None:
+        with torch.no_grad():
+            triplane = prior.encode(image, camera)
+        # [B, M, 3] -> [B, C_T, M]. Gradients reach the sampled points (hence Δp), never the frozen prior's weights.
+        sampler = lambda points: prior.sample(triplane, points).transpose(1, 2)  # noqa: E731
+    with (autocast or contextlib.nullcontext)():
+        attributes = model(image, position_map=position_map, relative_scale=scale_map, visibility=visibility,
+                           mirror=layout, local_uv_pixels=pixels, triplane_features=sampler, return_aux=return_aux)
+    return attributes.map(lambda t: t.float()), position_map, params
+
+
+def render_targets(attributes: UVAttributes, source_params: OpenHeadParams, batch: dict, head: OpenHead,
+                   layout: UVLayout, background: Tensor, geometry: typing.Literal["3d", "uv", "none"] = "none",
+                   ) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Render the avatars of `attributes` re-posed by each target's head parameters from each target camera.
+
+    `Avatar.from_attributes` (differentiable in the maps) -> `avatar.gaussians(target params)` ->
+    `render_gaussians` (the CPU path is differentiable too). Padding slots (weight 0) are not rendered: they
+    hold the background and zero alpha. All slots of an item share the driving frame's parameters (the dataset
+    contract), so one call renders all of an item's cameras.
+
+    Returns:
+        `(images [N, 3, H, W], alphas [N, 1, H, W], geometry [N, C, H, W] or None)` with N = B x V in batch
+        order; `geometry` holds head-space positions (C = 3, for L_3d) or UV coordinates (C = 2, for L_uv).
+    """
+    device = layout.valid.device
+    targets = batch["target_images"]
+    b, v, _, height, width = targets.shape
+    weights = batch["target_weights"].to(device)
+    images = background.view(1, 1, 3, 1, 1).expand(b, v, 3, height, width).clone()
+    alphas = torch.zeros(b, v, 1, height, width, device=device)
+    channels = {"3d": 3, "uv": 2}.get(geometry, 0)
+    geo = torch.zeros(b, v, channels, height, width, device=device) if channels else None
+    images, alphas = list(images.unbind(0)), list(alphas.unbind(0))
+    geo_rows = list(geo.unbind(0)) if geo is not None else None
+    for i in range(b):
+        keep = (weights[i] > 0).nonzero().squeeze(1)
+        if keep.numel() == 0:
+            continue
+        avatar = Avatar.from_attributes(attributes, layout, head, source_params, batch_index=i)
+        params = _params({k: t[i, keep[:1]] for k, t in batch["target_params"].items()}, device)
+        gaussians = avatar.gaussians(params)
+        camera = Camera(batch["target_cam2world"][i, keep].to(device).float(),
+                        batch["target_intrinsics"][i, keep].to(device).float())
+        features = None
+        if geometry == "3d":
+            features = gaussians.means  # G_color := G_position (eq. 6)
+        elif geometry == "uv":
+            features = layout.sample_uv.to(gaussians.means)  # G_color := UV coordinates (GGHead's L_uv)
+        out = render_gaussians(gaussians, camera, width, height, background=background, features=features)
+        images[i] = images[i].index_put((keep,), out.image)
+        alphas[i] = alphas[i].index_put((keep,), out.alpha)
+        if geo_rows is not None:
+            geo_rows[i] = geo_rows[i].index_put((keep,), out.features)
+    flat = lambda rows: torch.stack(rows).flatten(0, 1)  # noqa: E731
+    return flat(images), flat(alphas), flat(geo_rows) if geo_rows is not None else None
+
+
+def training_step(batch: dict, model, head: OpenHead, layout: UVLayout, prior, loss_config: LossConfig, step: int,
+                  lpips=None, identity=None, background: Tensor | None = None,
+                  visibility_resolution: int = 256, autocast=None) -> StepOutput:
+    """One optimisation step's forward pass and loss (paper §3.5, eq. 10).
+
+    1. The source frame -> A and A¹ (`predict_attributes`: head vertices, p, s, M_v, texel projections, prior).
+    2. Gaussians of A (and of A¹) bound to the source mesh, re-posed by every target's parameters and rendered
+       from its camera; with `loss_config.geometry_tv` the render also carries positions (L_3d) or UVs (L_uv).
+    3. Targets composited over the background; `compute_losses` with the weights `loss_config.at(step)`.
+
+    Args:
+        batch (`dict`): a `training.dataset.collate_fn` batch (any device).
+        model (`FHAvatarModel`, possibly wrapped by accelerate/DDP): the network being trained.
+        head (`OpenHead`), layout (`UVLayout`): the head model and its atlas at the model's K.
+        prior (*optional*): the frozen prior (`encode`/`sample`), or None for the model without prior.
+        loss_config (`LossConfig`): weights, schedule and loss options.
+        step (`int`): the global optimisation step (selects the scheduled weights).
+        lpips, identity (`nn.Module`, *optional*): LPIPS and face-embedding networks.
+        background (`Tensor` `[3]`, *optional*): RGB behind renders and targets (white).
+        visibility_resolution (`int`, *optional*): z-buffer side of M_v.
+        autocast (*optional*): mixed-precision context factory for the model's forward (`accelerator.autocast`).
+
+    Returns:
+        `StepOutput(loss, logs, images)`.
+    """
+    device = layout.valid.device
+    background = torch.ones(3, device=device) if background is None else background.to(device)
+    weights = loss_config.at(step)
+    # A in fp32: skinning, rendering and the losses run in fp32 whatever the model's precision.
+    attributes, position_map, source_params = predict_attributes(batch, model, head, layout, prior, background,
+                                                                  visibility_resolution, weights["aux"] > 0, autocast)
+    geometry = loss_config.geometry_tv if weights["tv_3d"] > 0 else "none"
+    images, alphas, geo = render_targets(attributes, source_params, batch, head, layout, background, geometry)
+    aux_images = aux_alphas = None
+    if attributes.aux is not None:
+        aux_images, aux_alphas, _ = render_targets(attributes.aux, source_params, batch, head, layout, background)
+    masks = batch["target_masks"].to(device).flatten(0, 1)
+    targets = _composite(batch["target_images"].to(device).flatten(0, 1), masks, background)
+    target_weights = batch["target_weights"].to(device)
+    # L_id compares faces: only slot 0 (a real frame) is a frontal photo; prior views may show the back.
+    front = torch.zeros_like(target_weights)
+    front[:, 0] = 1
+    inputs = LossInputs(
+        images=images, alphas=alphas, target_images=targets, target_masks=masks, weights=target_weights.flatten(),
+        attributes=attributes, position_map=position_map.float(), valid=layout.valid,
+        eye_mask=layout.region("eyes"), geometry=geo, aux_images=aux_images, aux_alphas=aux_alphas,
+        identity_weights=(target_weights * front).flatten(),
+    )
+    terms = compute_losses(inputs, weights, lpips=lpips, identity=identity, epsilon=loss_config.epsilon,
+                           tv_alpha_threshold=loss_config.tv_alpha_threshold)
+    logs = {f"loss/{name}": float(value.detach()) for name, value in terms.items()}
+    return StepOutput(loss=terms["total"], logs=logs, images=images.detach())
+
+
+# ---------------------------------------------------------------------------------------------- validation
+@torch.no_grad()
+def validate(model, head: OpenHead, layout: UVLayout, prior, samples: list[dict], background: Tensor,
+             visibility_resolution: int = 256, autocast=None) -> tuple[dict[str, float], Tensor]:
+    """Held-out L1 and PSNR of slot-0 targets (the driving frame), and a preview grid.
+
+    Args:
+        samples (`list[dict]`): collated batches of the validation split.
+
+    Returns:
+        `({"val/l1": ..., "val/psnr": ...}, grid [3, H·n, 3W])` where each row of the grid is
+        source | target | render.
+    """
+    was_training = model.training
+    model.eval()
+    device = layout.valid.device
+    l1, psnr, rows = [], [], []
+    for batch in samples:
+        attributes, _, params = predict_attributes(batch, model, head, layout, prior, background,
+                                                   visibility_resolution, False, autocast)
+        images, _, _ = render_targets(attributes, params, batch, head, layout, background)
+        v = batch["target_images"].shape[1]
+        render = images.view(-1, v, *images.shape[1:])[:, 0].clamp(0, 1)
+        target = _composite(batch["target_images"][:, 0].to(device), batch["target_masks"][:, 0].to(device), background)
+        source = _composite(batch["source_image"].to(device), batch["source_mask"].to(device), background)
+        l1.append((render - target).abs().flatten(1).mean(1))
+        mse = (render - target).square().flatten(1).mean(1).clamp(min=1e-10)
+        psnr.append(-10 * torch.log10(mse))
+        rows.extend(torch.cat([s, t, r], dim=-1) for s, t, r in zip(source, target, render))
+    model.train(was_training)
+    metrics = {"val/l1": float(torch.cat(l1).mean()), "val/psnr": float(torch.cat(psnr).mean())}
+    return metrics, torch.cat(rows, dim=-2).cpu()
+
+
+# ---------------------------------------------------------------------------------------------- setup helpers
+def _load_prior(path: str | None, device):
+    if path is None:
+        return None
+    from fhavatar.prior import PanoHeadPrior
+
+    prior = PanoHeadPrior.from_pretrained(str(Path(path).expanduser()))
+    prior.requires_grad_(False)  # frozen (paper §3.5): never trained, never in the optimiser
+    return prior.eval().to(device)
+
+
+def _load_loss_networks(loss: LossConfig, device):
+    lpips = identity = None
+    if loss.lpips_net is not None and (loss.lambda_lpips > 0 or loss.lambda_aux > 0):
+        from fhavatar.metrics import load_lpips
+
+        lpips = load_lpips(net=loss.lpips_net, backbone_path=loss.lpips_backbone_path,
+                           allow_random=loss.lpips_allow_random).to(device)
+        if not getattr(lpips, "comparable", True):
+            logger.warning("LPIPS uses a randomly initialised trunk: a smoke-test loss, not a perceptual one.")
+    if loss.id_network is not None and loss.lambda_id > 0:
+        from fhavatar.metrics import load_identity_network
+
+        identity = load_identity_network(loss.id_network).to(device)
+        identity.requires_grad_(False)
+        identity.eval()
+    return lpips, identity
+
+
+def _dataset_root(config: TrainConfig) -> Path:
+    if config.train_data_dir is not None:
+        return Path(config.train_data_dir).expanduser()
+    return Path(config.output_dir).expanduser() / "synthetic"
+
+
+def _make_synthetic(config: TrainConfig, root: Path) -> None:
+    """Make the synthetic dataset of a `synthetic_clips > 0` run unless `root` already holds one."""
+    if (root / "dataset.json").is_file():
+        logger.info("using the dataset already at %s", root)
+        return
+    from training.make_synthetic import make_synthetic_dataset
+
+    logger.info("making a synthetic dataset of %d clips at %s", config.synthetic_clips, root)
+    make_synthetic_dataset(root, num_clips=config.synthetic_clips, frames_per_clip=config.synthetic_frames,
+                           resolution=config.synthetic_resolution, num_prior_views=config.num_prior_views,
+                           seed=config.seed, progress=True)
+
+
+def _prepare(config: TrainConfig, accelerator):
+    """The datasets, the model, the head model and its atlas, the frozen prior and the loss networks."""
+    from training.dataset import FHAvatarDataset, collate_fn
+
+    device = accelerator.device
+    # The synthetic dataset is made once, by the main process; the others wait for it.
+    root = _dataset_root(config)
+    if config.synthetic_clips > 0:
+        with accelerator.main_process_first():
+            if accelerator.is_main_process:
+                _make_synthetic(config, root)
+    check_config(dataclasses.replace(config, train_data_dir=str(root), synthetic_clips=0))
+    data_args = dict(val_fraction=config.val_fraction, num_prior_views=config.num_prior_views,
+                     resolution=config.resolution, seed=config.seed)
+    train_set = FHAvatarDataset(root, split="train", reconstruction_probability=config.reconstruction_probability,
+                                **data_args)
+    # Held-out clips in animation mode: source frame -> another frame (self-reenactment, as evaluated in §4).
+    val_set = FHAvatarDataset(root, split="val" if config.val_fraction > 0 else "all", reconstruction_probability=0.0,
+                              **data_args)
+    count = min(config.num_validation_samples, len(val_set))
+    picks = torch.linspace(0, len(val_set) - 1, count).round().long().tolist()
+    val_batches = [collate_fn([val_set[i]]) for i in picks]
+    model = FHAvatarModel.from_preset(config.model_preset, **config.model_overrides)
+    head = OpenHead().to(device)
+    layout = UVLayout(head, resolution=model.config.resolution).to(device)
+    prior = _load_prior(config.prior, device)
+    if prior is not None and prior.triplane_channels != model.config.triplane_channels:
+        raise ValueError(f"`prior` gives {prior.triplane_channels} tri-plane channels but the model expects "
+                         f"{model.config.triplane_channels}; set `model_overrides: {{triplane_channels: "
+                         f"{prior.triplane_channels}}}`.")
+    lpips, identity = _load_loss_networks(config.loss, device)
+    return train_set, val_batches, model, head, layout, prior, lpips, identity
+
+
+def _checkpoints(output_dir: Path) -> list[Path]:
+    """`checkpoint-{step}` folders, oldest first."""
+    found = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def _resolve_resume(config: TrainConfig, output_dir: Path) -> Path | None:
+    if config.resume_from_checkpoint is None:
+        return None
+    if config.resume_from_checkpoint == "latest":
+        found = _checkpoints(output_dir)
+        if not found:
+            logger.info("`resume_from_checkpoint` is 'latest' but %s holds no checkpoint: starting a new run", output_dir)
+        return found[-1] if found else None
+    path = Path(config.resume_from_checkpoint).expanduser()
+    path = path if path.is_absolute() or path.exists() else output_dir / path
+    if not (path.is_dir() and (path / MODEL_FOLDER).is_dir()):
+        raise ValueError(f"`resume_from_checkpoint`: {str(path)!r} is not a checkpoint folder (no {MODEL_FOLDER}/).")
+    return path
+
+
+def _tracker_config(config: TrainConfig) -> dict:
+    """Flat scalar hyper-parameters for the tracker (tensorboard's hparams take numbers and strings only)."""
+    values = config_to_dict(config)
+    values.update({f"loss.{k}": v for k, v in values.pop("loss").items()})
+    return {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v) for k, v in values.items()}
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+class ConfigError(ValueError):
+    """A configuration problem found while setting up (dataset, prior, loss networks, checkpoint to resume)."""
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns: the history of validations and logs, the final step and the pipeline folder."""
+
+    global_step: int
+    history: list[dict] = field(default_factory=list)
+    pipeline_dir: Path | None = None
+
+
+def use_workqueue_threads() -> None:
+    """Run the CPU rasteriser's numba kernels on numba's own "workqueue" thread pool (unless the user chose one).
+
+    With numba's default OpenMP layer, every CPU render leaves OpenMP threads spinning that then compete with
+    torch's own OpenMP pool: measured here, the tiny model's forward pass took 30x more CPU time after a render
+    (0.06 s -> 1.9 s). The layer is picked at the first parallel launch, so call this before any render.
+    """
+    import numba
+
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        numba.config.THREADING_LAYER = "workqueue"
+
+
+def save_pipeline(model: FHAvatarModel, prior, config: TrainConfig, output_dir: Path, global_step: int,
+                  metrics: dict[str, float] | None = None) -> Path:
+    """Write `output_dir/pipeline` (`FHAvatarPipeline.from_pretrained` loads it); push it when `config.push_to_hub`.
+
+    The pipeline holds the trained model, a fresh `OpenHead` and the (frozen) prior, with the training background.
+    The Hub repo is `config.hub_model_id`, or the output folder's name; `metrics` go into its model card.
+    """
+    from fhavatar.pipeline_fhavatar import FHAvatarPipeline
+
+    pipeline = FHAvatarPipeline(avatar_model=model, head_model=OpenHead(), prior=prior,
+                                resolution=model.config.resolution, background=config.background)
+    folder = Path(output_dir) / "pipeline"
+    pipeline.save_pretrained(folder)
+    logger.info("saved the pipeline to %s (FHAvatarPipeline.from_pretrained loads it)", folder)
+    if config.push_to_hub:
+        repo_id = config.hub_model_id or Path(output_dir).name
+        pipeline.push_to_hub(repo_id, token=config.hub_token, metrics=metrics or None,
+                             commit_message=f"FHAvatar trained for {global_step} steps")
+        logger.info("pushed the pipeline to the Hub repo %s", repo_id)
+    return folder
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Run training as configured (call `check_config` first; `main` does)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
+    from diffusers.optimization import get_scheduler
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from training.dataset import collate_fn
+
+    use_workqueue_threads()
+    output_dir = Path(config.output_dir).expanduser().resolve()
+    project = ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / config.logging_dir))
+    # With a prior, the model's learned stand-in for its features (`mean_triplane_features`) gets no gradient,
+    # which DDP must be told about.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=config.prior is not None)
+    accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps,
+                              mixed_precision=config.mixed_precision,
+                              log_with=None if config.report_to == "none" else config.report_to,
+                              project_config=project, kwargs_handlers=[ddp])
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    set_seed(config.seed)
+    device = accelerator.device
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / CONFIG_FILE).write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
+
+    # 1-2. Data and models; anything wrong with them is a configuration error (one message, no traceback).
+    try:
+        train_set, val_batches, model, head, layout, prior, lpips, identity = _prepare(config, accelerator)
+    except (ValueError, FileNotFoundError) as err:
+        raise ConfigError(str(err)) from err
+    background = torch.tensor(config.background, dtype=torch.float32, device=device)
+    loader = DataLoader(train_set, batch_size=config.train_batch_size, shuffle=True, collate_fn=collate_fn,
+                        num_workers=config.dataloader_num_workers, drop_last=len(train_set) >= config.train_batch_size)
+
+    def save_model_hook(models, weights, folder):
+        if accelerator.is_main_process:
+            for m in models:
+                accelerator.unwrap_model(m).save_pretrained(Path(folder) / MODEL_FOLDER)
+                weights.pop()  # saved above; accelerate must not pickle it again
+            (Path(folder) / CONFIG_FILE).write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
+
+    def load_model_hook(models, folder):
+        for _ in range(len(models)):
+            m, loaded = models.pop(), FHAvatarModel.from_pretrained(Path(folder) / MODEL_FOLDER)
+            m.register_to_config(**loaded.config)
+            m.load_state_dict(loaded.state_dict())
+
+    accelerator.register_save_state_pre_hook(save_model_hook)
+    accelerator.register_load_state_pre_hook(load_model_hook)
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
+                                  betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon,
+                                  weight_decay=config.adam_weight_decay)
+    lr_scheduler = get_scheduler(config.lr_scheduler, optimizer,
+                                 num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
+                                 num_training_steps=config.max_train_steps * accelerator.num_processes)
+    model, optimizer, loader, lr_scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler)
+    steps_per_epoch = max(1, math.ceil(len(loader) / config.gradient_accumulation_steps))
+    num_epochs = math.ceil(config.max_train_steps / steps_per_epoch)
+    if accelerator.is_main_process and config.report_to != "none":
+        accelerator.init_trackers("fhavatar", config=_tracker_config(config))
+
+    # 3. Resume.
+    global_step, first_epoch, resume_batches = 0, 0, 0
+    try:
+        resume = _resolve_resume(config, output_dir)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    if resume is not None:
+        accelerator.print(f"Resuming from {resume}")
+        accelerator.load_state(str(resume))
+        global_step = int(resume.name.split("-")[1])
+        first_epoch = global_step // steps_per_epoch
+        resume_batches = (global_step % steps_per_epoch) * config.gradient_accumulation_steps
+
+    logger.info("training: %d train frames (%s), %d held-out samples, %d steps of %d x %d x %d process(es)",
+                len(train_set), train_set.root, len(val_batches), config.max_train_steps, config.train_batch_size,
+                config.gradient_accumulation_steps, accelerator.num_processes)
+    result = TrainResult(global_step=global_step)
+    # `prepare` wraps the model's forward in autocast + an fp32 conversion of its outputs that cannot rebuild
+    # `UVAttributes`; drop that wrapper and autocast the model's forward in `predict_attributes` instead.
+    unwrapped = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+
+    def run_validation():
+        metrics, grid = validate(unwrapped, head, layout, prior, val_batches, background, config.visibility_resolution,
+                                 accelerator.autocast)
+        accelerator.log(metrics, step=global_step)
+        logger.info("step %d: held-out L1 %.4f, PSNR %.2f dB", global_step, metrics["val/l1"], metrics["val/psnr"])
+        for tracker in accelerator.trackers:
+            if tracker.name == "tensorboard":
+                tracker.writer.add_image("validation", grid.clamp(0, 1), global_step)
+        return metrics
+
+    def save_checkpoint():
+        if accelerator.is_main_process:
+            if config.checkpoints_total_limit is not None:
+                existing = _checkpoints(output_dir)
+                for old in existing[: max(0, len(existing) - config.checkpoints_total_limit + 1)]:
+                    shutil.rmtree(old)
+            path = output_dir / f"checkpoint-{global_step}"
+            accelerator.save_state(str(path))
+            logger.info("saved %s", path)
+
+    if accelerator.is_main_process and config.validation_steps and global_step == 0:
+        result.history.append({"step": 0, "loss": None, **run_validation()})
+    progress = tqdm(range(config.max_train_steps), initial=global_step, desc="steps",
+                    disable=not accelerator.is_local_main_process)
+    last_saved = global_step if resume is not None else -1
+    for epoch in range(first_epoch, num_epochs):
+        if global_step >= config.max_train_steps:
+            break
+        train_set.set_epoch(epoch)
+        model.train()
+        batches = loader
+        if epoch == first_epoch and resume_batches:
+            batches = accelerator.skip_first_batches(loader, resume_batches)
+        for batch in batches:
+            with accelerator.accumulate(model):
+                out = training_step(batch, model, head, layout, prior, config.loss, global_step, lpips, identity,
+                                    background, config.visibility_resolution, accelerator.autocast)
+                accelerator.backward(out.loss)
+                if accelerator.sync_gradients and config.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            if not accelerator.sync_gradients:
+                continue
+            global_step += 1
+            progress.update(1)
+            logs = {**out.logs, "lr": lr_scheduler.get_last_lr()[0]}
+            progress.set_postfix(loss=f"{logs['loss/total']:.4f}")
+            if global_step % config.logging_steps == 0 or global_step == config.max_train_steps:
+                accelerator.log(logs, step=global_step)
+            if config.checkpointing_steps and global_step % config.checkpointing_steps == 0:
+                save_checkpoint()
+                last_saved = global_step
+            if accelerator.is_main_process and config.validation_steps and global_step % config.validation_steps == 0:
+                result.history.append({"step": global_step, "loss": logs["loss/total"], **run_validation()})
+            if global_step >= config.max_train_steps:
+                break
+
+    # 4. Final checkpoint, validation and the pipeline folder.
+    accelerator.wait_for_everyone()
+    if last_saved != global_step:
+        save_checkpoint()
+    result.global_step = global_step
+    if accelerator.is_main_process:
+        if not result.history or result.history[-1]["step"] != global_step:
+            result.history.append({"step": global_step, "loss": None, **run_validation()})
+        metrics = {k: round(v, 4) for k, v in result.history[-1].items() if k.startswith("val/")}
+        result.pipeline_dir = save_pipeline(unwrapped, prior, config, output_dir, global_step, metrics)
+    accelerator.end_training()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, check, train. Configuration errors print one line and exit with status 2 (no traceback)."""
+    try:
+        config = parse_args(argv)
+        check_config(config)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"train_fhavatar.py: error: {err}", file=sys.stderr)
+        return 2
+    try:
+        train(config)
+    except ConfigError as err:
+        print(f"train_fhavatar.py: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
