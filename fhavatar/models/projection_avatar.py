@@ -4,16 +4,23 @@ It fills the same `UVAttributes` contract as the learned `FHAvatarModel` (paper 
 
 1. **Projection.** Every texel's 3D point is projected into the photo and the photo is sampled there
    (bilinear), wherever the visibility mask M_v of §3.3 says the camera sees it (and, optionally, where the
-   foreground mask is set). Oblique texels get less weight, and the weight is feathered inward from the edge
-   of the visible area so no seam shows.
+   foreground mask, shrunk by a few pixels, is set). A texel seen head-on keeps the photo's colour as is; one
+   seen at a grazing angle (or whose mirror is seen more head-on) blends it with its fallback colour.
 2. **Symmetry prior.** A texel the camera does not see takes the colour of its mirror texel (`layout.flip`)
    when that one is seen — the symmetry the paper's fusion module exploits (§3.4, eq. 7).
 3. **Region defaults** everywhere else: hair colour (median of the photo over the visible scalp above the
    hairline) on the scalp, skin colour (median over the visible cheeks) on the face and ears, slightly darker
-   skin on the neck, dark skin inside the mouth cavity; blurred across region borders.
+   skin on the neck, dark skin inside the mouth cavity; blurred across region borders. Seams are feathered
+   outward (into the unseen side) only, so the texels seen head-on stay exact.
 4. **Neutral geometry:** identity rotations in the triangle frame, flat discs along the surface (two tangent
    standard deviations of `tangent_scale` texel sizes, a thin normal one), high opacity, zero offsets — so
    the Gaussians overlap into a closed surface from every angle; `refined_positions` is the position map.
+5. **Colour refinement (inverse rendering).** Rendering blurs: each pixel mixes the overlapping splats. The
+   source-view render is linear in the colours, `I = A c`, so a few damped Jacobi (preconditioned Richardson)
+   steps on the photometric least squares of the photo, `c <- c + Aᵀ(w (y - A c)) / (Aᵀ(w A 1) + damping)`,
+   with `w` the covered foreground pixels, sharpen the seen texels (each step scaled by the texel's confidence)
+   until the source view matches the photo at the photo's resolution (the `Aᵀ` products are the renderer's
+   backward pass). Mirrored colours then follow the refined ones.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import Tensor
 
 from ..head.uv import UVLayout
+from ..rendering import Gaussians, render_gaussians
 from ..rendering.cameras import Camera
 from .attributes import UVAttributes
 from .visibility import project_texels, texel_facing, texel_visibility
@@ -67,6 +75,95 @@ def _fill_gutter(maps: Tensor, valid: Tensor) -> Tensor:  # [B, C, K, K], [K, K]
     return torch.where(known > 0, out, mean.expand_as(out))
 
 
+def _grow(maps: Tensor, known: Tensor, valid: Tensor, rings: int) -> tuple[Tensor, Tensor]:
+    """Grow `maps` from the `known` texels into their valid neighbours, one ring per step, for `rings` steps.
+
+    Args:
+        maps (`Tensor` of shape `[B, C, K, K]`): values, read where `known`.
+        known (`Tensor` of shape `[B, 1, K, K]`, bool): where `maps` holds values.
+        valid (`Tensor` of shape `[K, K]`, bool): texels that may be reached.
+        rings (`int`): steps (texels) to grow.
+
+    Returns:
+        `(grown [B, C, K, K], reach [B, 1, K, K])`: each reached texel holds the mean of its already reached
+        3x3 neighbours; `reach` is 1 on known texels, `1 - r / (rings + 1)` on ring r and 0 beyond (a linear fade).
+    """
+    reached = known.to(maps.dtype)
+    out = maps * reached
+    reach = reached.clone()
+    allowed = valid.to(maps.dtype)[None, None]
+    for ring in range(1, rings + 1):
+        total = F.avg_pool2d(out * reached, 3, stride=1, padding=1)
+        count = F.avg_pool2d(reached, 3, stride=1, padding=1)
+        new = (count > 0) & (reached == 0) & (allowed > 0)
+        out = torch.where(new, total / count.clamp(min=1e-12), out)
+        reach = torch.where(new, torch.full_like(reach, 1 - ring / (rings + 1)), reach)
+        reached = torch.maximum(reached, new.to(maps.dtype))
+    return out, reach
+
+
+def _source_gaussians(layout: UVLayout, vertices: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor) -> Gaussians:
+    """The avatar's Gaussians on the source mesh, as `Avatar.from_attributes(...).gaussians()` places them.
+
+    Args:
+        layout (`UVLayout`): the atlas (its Gaussian positions X).
+        vertices (`Tensor` of shape `[1, V, 3]`): the source mesh.
+        scales, opacities (`Tensor` of shapes `[1, 3, K, K]`, `[1, 1, K, K]`): neutral maps (identity rotations,
+            equal tangent scales, zero offsets: a disc only needs its triangle's normal, not the full frame).
+        colors (`Tensor` of shape `[1, C, K, K]`): the colour map (differentiable).
+    """
+    tri = vertices[0][layout.faces[layout.sample_face]]  # [M, 3, 3]
+    normal = F.normalize(torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1), dim=-1)
+    # The quaternion turning +z onto the normal (half-way vector); +z itself maps to -z by a half turn about x.
+    quats = torch.stack([1 + normal[:, 2], -normal[:, 1], normal[:, 0], torch.zeros_like(normal[:, 0])], -1)
+    flipped = quats[:, 0] < 1e-6
+    quats = torch.where(flipped[:, None], torch.tensor([0.0, 1.0, 0.0, 0.0], device=quats.device), quats)
+    return Gaussians(means=layout.sample_positions(vertices)[0], quats=quats,
+                     scales=layout.sample(scales)[0].T.clamp(min=1e-8), opacities=layout.sample(opacities)[0, 0],
+                     colors=layout.sample(colors)[0].T)
+
+
+def _refine_colors(
+    layout: UVLayout,
+    vertices: Tensor,  # [1, V, 3]
+    camera: Camera,  # one camera
+    scales: Tensor,  # [1, 3, K, K]
+    opacities: Tensor,  # [1, 1, K, K]
+    colors: Tensor,  # [1, 3, K, K]
+    confidence: Tensor,  # [1, 1, K, K] in [0, 1]: how much each texel's update counts (0: unchanged)
+    image: Tensor,  # [1, 3, H, W]
+    fitted: Tensor,  # [1, 1, H, W] bool: pixels that may be fitted (foreground)
+    steps: int,
+    damping: float,
+    min_alpha: float,
+) -> Tensor:  # [1, 3, K, K]
+    """Damped Jacobi steps on `sum_pixels w (render(colors) - image)^2`, scaled per texel by `confidence`
+    (module docstring).
+
+    The source-view render is `A c` (linear in the colour map `c` for a fixed geometry) over a black background.
+    `Aᵀ v` is the gradient of `<A c, v>`, one backward pass of the renderer. The preconditioner `Aᵀ(w A 1)` is
+    the row sum of `Aᵀ w A` (all entries are non-negative), which makes every step a contraction.
+    """
+    height, width = image.shape[-2:]
+
+    def render(c: Tensor) -> tuple[Tensor, Tensor]:
+        c = c.detach().requires_grad_(True)
+        out = render_gaussians(_source_gaussians(layout, vertices, scales, opacities, c), camera, width, height)
+        return c, out
+
+    with torch.enable_grad():
+        ones, out = render(torch.ones_like(colors))
+        weight = (fitted & (out.alpha.detach() >= min_alpha)).to(image.dtype)
+        (out.image * weight * out.alpha.detach()).sum().backward()
+        preconditioner = ones.grad + damping
+        update = confidence.to(image.dtype)
+        for _ in range(steps):
+            c, out = render(colors)
+            (out.image * (weight * (image - out.image.detach()))).sum().backward()
+            colors = (colors + update * c.grad / preconditioner).clamp(0, 1)
+    return colors.detach()
+
+
 def _masked_median(values: Tensor, mask: Tensor) -> Tensor | None:  # [C, K, K], [K, K] bool -> [C] or None
     """Per-channel median of `values` over `mask` (None if the mask is empty)."""
     if not bool(mask.any()):
@@ -88,12 +185,16 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
             mesh silhouette are not projected (their pixels mix head and background).
         min_cosine (`float`, *optional*, defaults to 0.1): texels seen more obliquely (cosine between normal and
             view direction) are not projected.
-        full_cosine (`float`, *optional*, defaults to 0.4): the weight of the projected colour ramps linearly
-            from 0 at `min_cosine` to 1 at this cosine.
+        full_cosine (`float`, *optional*, defaults to 0.3): texels seen more obliquely than this blend their
+            projected colour over the fallback, with a weight ramping from 0 at `min_cosine` to 1 here (their colour
+            is a few photo pixels smeared over a large area).
         feather_width (`float`, *optional*, defaults to 0.04): width of the seam feathering (projected ->
-            mirrored -> default colours), as a fraction of the atlas width (at least one texel).
+            mirrored -> default colours) into the unseen side, as a fraction of the atlas width (at least one
+            texel).
         mask_threshold (`float`, *optional*, defaults to 0.5): with a foreground mask, texels projecting where
             it is below this value are treated as unseen.
+        mask_erosion (`int`, *optional*, defaults to 2): the mask is shrunk by this many photo pixels for that
+            test (texels next to the outline would carry the background's colour around the head).
         tangent_scale (`float`, *optional*, defaults to 1.0): the two tangent standard deviations, in texel
             sizes on the surface (the relative scale map s of §3.2).
         face_tangent_scale (`float`, *optional*, defaults to 0.55): the same on the face, eye and mouth regions,
@@ -107,6 +208,12 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
             texels higher than the top of the face region plus this (head units; negative reaches lower).
         neck_shade (`float`, *optional*, defaults to 0.85): neck default = skin colour times this.
         mouth_shade (`float`, *optional*, defaults to 0.35): mouth-cavity default = skin colour times this.
+        refine_steps (`int`, *optional*, defaults to 3): colour-refinement steps (step 5 of the module docstring;
+            each renders the source view at the photo's resolution, forward and backward); 0 disables it.
+        refine_damping (`float`, *optional*, defaults to 0.01): damping added to the Jacobi preconditioner; it
+            keeps texels that cover few pixels (grazing, mostly hidden) close to their projected colour.
+        refine_min_alpha (`float`, *optional*, defaults to 0.9): only pixels the avatar covers at least this much
+            are fitted (the rim mixes in the background).
 
     Example:
         ```py
@@ -123,9 +230,10 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
         depth_tolerance: float = 0.01,
         silhouette_margin: int = 1,
         min_cosine: float = 0.1,
-        full_cosine: float = 0.4,
+        full_cosine: float = 0.3,
         feather_width: float = 0.04,
         mask_threshold: float = 0.5,
+        mask_erosion: int = 2,
         tangent_scale: float = 1.0,
         face_tangent_scale: float = 0.55,
         normal_scale: float = 0.15,
@@ -135,6 +243,9 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
         hairline_margin: float = 0.0,
         neck_shade: float = 0.85,
         mouth_shade: float = 0.35,
+        refine_steps: int = 3,
+        refine_damping: float = 0.01,
+        refine_min_alpha: float = 0.9,
     ):
         super().__init__()
         if isinstance(render_resolution, bool) or not isinstance(render_resolution, int) or not 16 <= render_resolution <= 4096:
@@ -147,13 +258,19 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
             "face_tangent_scale": (face_tangent_scale, 1e-3, 100.0),
             "normal_scale": (normal_scale, 1e-4, 100.0), "opacity": (opacity, 0.0, 1.0),
             "neck_shade": (neck_shade, 0.0, 2.0), "mouth_shade": (mouth_shade, 0.0, 2.0),
-            "hairline_margin": (hairline_margin, -1.0, 1.0), "min_cosine": (min_cosine, -1.0, 1.0),
+            "hairline_margin": (hairline_margin, -1.0, 1.0), "min_cosine": (min_cosine, -1.0, 0.99),
+            "refine_damping": (refine_damping, 1e-6, math.inf), "refine_min_alpha": (refine_min_alpha, 0.0, 1.0),
         }
         for name, (value, lo, hi) in ranges.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
                 raise ValueError(f"`{name}` must be a number in [{lo}, {hi}], got {value!r}.")
-        if not (isinstance(full_cosine, (int, float)) and min_cosine < full_cosine <= 1):
-            raise ValueError(f"`full_cosine` must be in ({min_cosine}, 1] (above `min_cosine`), got {full_cosine!r}.")
+        if not (isinstance(full_cosine, (int, float)) and not isinstance(full_cosine, bool)
+                and min_cosine < full_cosine <= 1):
+            raise ValueError(f"`full_cosine` must be a number in ({min_cosine}, 1] (above `min_cosine`), got {full_cosine!r}.")
+        if isinstance(mask_erosion, bool) or not isinstance(mask_erosion, int) or not 0 <= mask_erosion <= 64:
+            raise ValueError(f"`mask_erosion` must be an int in [0, 64] (pixels), got {mask_erosion!r}.")
+        if isinstance(refine_steps, bool) or not isinstance(refine_steps, int) or not 0 <= refine_steps <= 100:
+            raise ValueError(f"`refine_steps` must be an int in [0, 100], got {refine_steps!r}.")
         for name, value in (("hair_color", hair_color), ("skin_color", skin_color)):
             if len(tuple(value)) != 3 or not all(isinstance(c, (int, float)) and 0 <= c <= 1 for c in value):
                 raise ValueError(f"`{name}` must be three numbers in [0, 1] (RGB), got {value!r}.")
@@ -216,7 +333,9 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
         vertices = vertices.to(device=image.device, dtype=torch.float32)
         camera = camera.to(device=image.device, dtype=torch.float32)
 
-        # 1. Projection, visibility and a feathered weight of the projected colour.
+        # 1. Projection, visibility and the confidence of the projected colours. A texel seen head-on keeps the
+        #    photo's colour as is: blending it with mirrored or default colours (e.g. feathering inward from the
+        #    edge of the seen area) would change the source view.
         zb_w = cfg.render_resolution
         zb_h = max(1, round(cfg.render_resolution * height / width))
         visible = texel_visibility(layout, vertices, camera, zb_w, zb_h, cfg.depth_tolerance, cfg.min_cosine,
@@ -225,44 +344,85 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
         grid = uv / torch.tensor([width, height], dtype=uv.dtype, device=uv.device) * 2 - 1
         projected = F.grid_sample(image.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
         if mask is not None:
-            fg = F.grid_sample(mask.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+            # The matte shrunk by `mask_erosion` pixels: texels that sample the photo next to the outline would carry
+            # the background's colour around the head.
+            erosion = cfg.mask_erosion
+            matte = -F.max_pool2d(-mask.float(), 2 * erosion + 1, 1, erosion) if erosion else mask.float()
+            fg = F.grid_sample(matte, grid, mode="bilinear", padding_mode="border", align_corners=False)
             visible = visible * (fg >= cfg.mask_threshold)
+        seen = visible > 0.5  # [B, 1, K, K]
+        # Confidence of the projected colour: grazing texels smear a few photo pixels over a large area, so below
+        # `full_cosine` their colour is blended toward the fallback (mirror / default) colour; and a texel whose
+        # mirror is seen more head-on leans toward the mirror's colour, by the weight 2 q / (q + q_mirror) (q the
+        # cosine): equal views keep their own colours, a far cheek seen at a grazing angle borrows the near one's.
         cosine = texel_facing(layout, vertices, camera)[:, None]
-        ramp = ((cosine - cfg.min_cosine) / (cfg.full_cosine - cfg.min_cosine)).clamp(0, 1)
-        radius = max(1, round(cfg.feather_width * k))
-        weight = visible * ramp
-        feathered = weight * _box_blur(weight, valid, radius)  # fades to ~0.5 at the edge of the seen area
-        # The mouth cavity is only seen through the lips, a small island that feathering would wash out into the
-        # dark default; whatever of it is seen (teeth, tongue) is taken as is.
-        weight = torch.where(layout.region("mouth")[None, None], weight, feathered)
+        confidence = seen * ((cosine - cfg.min_cosine) / (cfg.full_cosine - cfg.min_cosine)).clamp(0, 1)
+        quality = seen * cosine.clamp(min=0)
+        mirror_quality = layout.flip(quality)
+        confidence = confidence * (2 * quality / (quality + mirror_quality).clamp(min=1e-6)).clamp(max=1)
 
         # 2. Region defaults from colours estimated in the photo.
         positions = layout.position_map(vertices)
-        defaults = torch.stack([self._default_colors(layout, positions[b], projected[b], weight[b, 0] > 0.5)
+        rings = max(1, round(cfg.feather_width * k))
+        defaults = torch.stack([self._default_colors(layout, positions[b], projected[b], seen[b, 0])
                                 for b in range(batch)])
-        defaults = _box_blur(defaults, valid, max(1, radius // 2))
+        defaults = _box_blur(defaults, valid, max(1, rings // 2))
 
-        # 3. Seen colour, else the mirror's seen colour, else the default.
-        mirror_weight = layout.flip(weight)
-        fallback = mirror_weight * layout.flip(projected) + (1 - mirror_weight) * defaults
-        colors = (weight * projected + (1 - weight) * fallback).clamp(0, 1)
-
-        # 4. Neutral geometry.
+        # 3. Neutral geometry.
         texel = layout.scale_map(vertices)  # [B, 1, K, K] head units per texel
         # Sharper splats on the face, where the photo has detail and the surface is seen head-on; the default
         # width elsewhere keeps silhouettes, scalp and neck closed.
         face = (layout.region("face") | layout.region("eyes") | layout.region("mouth"))[None, None]
         tangent = torch.where(face, float(cfg.face_tangent_scale), float(cfg.tangent_scale)).float()
         axes = torch.cat([tangent, tangent, torch.full_like(tangent, float(cfg.normal_scale))], dim=1)
+        scales = _fill_gutter(texel * axes, valid)
+        opacities = torch.full((batch, 1, k, k), float(cfg.opacity), device=image.device)
+
+        # 4. Seen colour, else the mirror's seen colour (eq. 7's symmetry prior), else the default; 5. refine the
+        #    seen colours against the photo, then compose again so the mirrored colours follow the refined ones.
+        colors = self._compose(layout, projected, seen, confidence, defaults, rings)
+        if cfg.refine_steps > 0 and bool(seen.any()):
+            fitted = mask >= cfg.mask_threshold if mask is not None else torch.ones_like(image[:, :1], dtype=torch.bool)
+            refined = torch.stack([
+                _refine_colors(layout, vertices[b : b + 1], camera[b] if len(camera) > 1 else camera, scales[b : b + 1],
+                               opacities[b : b + 1], colors[b : b + 1], confidence[b : b + 1], image[b : b + 1].float(),
+                               fitted[b : b + 1], cfg.refine_steps, cfg.refine_damping, cfg.refine_min_alpha)[0]
+                for b in range(batch)])
+            colors = torch.where(seen, refined, self._compose(layout, refined, seen, confidence, defaults, rings))
         identity = self.identity_rotation.to(device=image.device, dtype=torch.float32)
         return UVAttributes(
             colors=_fill_gutter(colors, valid),
             rotations=identity[None, :, None, None].expand(batch, 4, k, k).contiguous(),
-            scales=_fill_gutter(texel * axes, valid),
-            opacities=torch.full((batch, 1, k, k), float(cfg.opacity), device=image.device),
+            scales=scales,
+            opacities=opacities,
             offsets=torch.zeros(batch, 3, k, k, device=image.device),
             refined_positions=positions,
         )
+
+    @staticmethod
+    def _compose(layout: UVLayout, projected: Tensor, seen: Tensor, confidence: Tensor, defaults: Tensor,
+                 rings: int) -> Tensor:  # -> [B, C, K, K]
+        """Seen colour, else the mirror's seen colour, else the default.
+
+        Args:
+            projected, defaults (`Tensor` of shape `[B, C, K, K]`): photo colours (read where `seen`) and region
+                defaults.
+            seen (`Tensor` of shape `[B, 1, K, K]`, bool), confidence (`[B, 1, K, K]` in [0, 1], 0 where unseen):
+                a seen texel blends its colour over its fallback with this weight.
+            rings (`int`): width of the seam feathering in texels.
+
+        Seams are feathered outward only: an unseen texel near a seen one blends the seen colours grown into it
+        (`_grow`, the confidence grown along) with its fallback, fading over `rings` texels, so a confidently
+        seen texel keeps its colour exactly.
+        """
+
+        def blend(base: Tensor, values: Tensor, known: Tensor, weight: Tensor) -> Tensor:
+            grown, reach = _grow(torch.cat([values, weight], 1), known, layout.valid, rings)
+            strength = torch.where(known, weight, reach * grown[:, -1:])
+            return torch.lerp(base, grown[:, :-1], strength)
+
+        fallback = blend(defaults, layout.flip(projected), layout.flip(seen.float()) > 0.5, layout.flip(confidence))
+        return blend(fallback, projected, seen, confidence).clamp(0, 1)
 
     def _default_colors(self, layout: UVLayout, positions: Tensor, projected: Tensor, seen: Tensor) -> Tensor:
         """Region default colours `[3, K, K]` of one photo (positions/projected `[3, K, K]`, seen `[K, K]`)."""

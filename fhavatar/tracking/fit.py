@@ -13,7 +13,9 @@ OpenHead fit (`fit_open_head`): its first 468 vertices are MediaPipe's face land
    Huber-weighted so that moving brows or bad points count less;
 2. expression: every observed landmark is back-projected along its camera ray to the depth of its rigidly posed
    template vertex (moved halfway toward MediaPipe's own relative depth, `DEPTH_BLEND`), taken to head space and
-   minus the template: `expression [468, 3]`, each displacement clamped to `MAX_EXPRESSION_CM`;
+   minus the template: `expression [468, 3]`, each displacement clamped to `MAX_EXPRESSION_CM`; with the crop's
+   foreground matte (`track_image` by default), the 2D targets are first corrected so the head's outline follows
+   the matte's edge (`fhavatar.tracking.silhouette`: Face Mesh under-rotates near-profile faces);
 3. eyes: each eye's pitch/yaw (`OpenHeadParams.eyes`) by Gauss-Newton on its iris centre.
 Reprojection errors are mean distances between observed and model landmarks (478, irises included) divided by
 the longer side of the observed landmarks' box.
@@ -47,6 +49,7 @@ from .motion import (
     rotation_from_angles,
     smooth_sequence,
 )
+from .silhouette import check_mask, silhouette_targets
 
 __all__ = [
     "DEFAULT_SMOOTHING",
@@ -317,6 +320,7 @@ def fit_open_head(
     image_size: int = DEFAULT_CROP_SIZE,
     init: tuple[np.ndarray, np.ndarray] | None = None,
     pose: tuple[np.ndarray, np.ndarray] | None = None,
+    mask: np.ndarray | None = None,
 ) -> OpenHeadFit:
     """Fit OpenHead (rigid pose, expression residuals, eyes) to Face Mesh landmarks of a crop.
 
@@ -327,12 +331,18 @@ def fit_open_head(
         image_size (`int`, *optional*, defaults to 512): side of the crop in pixels.
         init (`tuple` of `[3, 3]`, `[3]`, *optional*): a warm start for the rigid fit (e.g. the previous frame).
         pose (`tuple` of `[3, 3]`, `[3]`, *optional*): a fixed pose (e.g. temporally smoothed): skips the rigid fit.
+        mask (`np.ndarray` of shape `[image_size, image_size]`, *optional*): the crop's foreground matte in [0, 1].
+            When given, the expression fit also makes the head's outline follow the matte's edge (landmarks on the
+            background are tucked behind the outline; see `fhavatar.tracking.silhouette`). The errors stay measured
+            against `landmarks`.
 
     Returns:
         `OpenHeadFit`.
     """
     lm = _check_landmarks(landmarks)
-    arrays = _arrays(head if head is not None else OpenHead())
+    head = head if head is not None else OpenHead()
+    arrays = _arrays(head)
+    foreground = check_mask(mask, image_size) if mask is not None else None
     if pose is None:
         rot, trans = _rigid(lm, arrays, image_size, init)
     else:
@@ -340,7 +350,11 @@ def fit_open_head(
     if not trans[2] > 0:
         raise ValueError(f"The fitted head lies behind the camera (depth {trans[2]:.3g}); the landmarks are not a face.")
     rigid_error = _reprojection(lm, arrays.neutral, rot, trans, image_size)
-    expression = _expression(lm, arrays, rot, trans, image_size)
+    targets = lm
+    if foreground is not None:
+        targets = silhouette_targets(lm, foreground, head, _camera(rot, trans),
+                                     lambda t: _expression(t, arrays, rot, trans, image_size))
+    expression = _expression(targets, arrays, rot, trans, image_size)
     rest = arrays.rest(expression)
     eyes = _eyes(lm, arrays, rot, trans, rest, image_size)
     error = _reprojection(lm, arrays.landmarks(rest, eyes), rot, trans, image_size)
@@ -377,7 +391,8 @@ def track_image(image, landmarker: FaceLandmarker | None = None, head: OpenHead 
         image (path, PIL image, array or tensor): anything `fhavatar.io.load_image` reads.
         landmarker (`FaceLandmarker`, *optional*): reused if given (image mode recommended); else one is made.
         head (`OpenHead`, *optional*): the model (default: the packaged OpenHead).
-        mask (`bool`, *optional*, defaults to True): also segment the crop's foreground.
+        mask (`bool`, *optional*, defaults to True): also segment the crop's foreground, and fit the head's outline
+            to it (`fit_open_head(..., mask=...)`).
 
     Returns:
         `FaceTrack`.
@@ -407,7 +422,7 @@ def track_image(image, landmarker: FaceLandmarker | None = None, head: OpenHead 
     finally:
         if own:
             landmarker.close()
-    fit = fit_open_head(landmarks, head, crop.output_size)
+    fit = fit_open_head(landmarks, head, crop.output_size, mask=fg)
     yaw, pitch, roll = head_angles(fit.rotation)
     logger.info("tracked a %dx%d photo: yaw %+.0f°, pitch %+.0f°, roll %+.0f°, reprojection %.2f%% of the face box",
                 image.shape[1], image.shape[0], yaw, pitch, roll, 100 * fit.reprojection_error)

@@ -1,0 +1,115 @@
+"""Outline-consistent OpenHead fit: landmarks beyond a turned face's outline are tucked behind it."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fhavatar.head.open_head import NUM_FACE_VERTICES, OpenHead
+from fhavatar.models.visibility import mesh_depth
+from fhavatar.rendering.cameras import PANOHEAD_FOCAL, Camera
+from fhavatar.tracking.fit import _camera, _params, fit_open_head
+from fhavatar.tracking.motion import _axis_angle, rotation_from_angles
+from fhavatar.tracking.silhouette import check_mask, silhouette_targets
+
+SIZE = 256
+YAW = 60.0
+SHIFT = 8.0  # pixels: how far the hidden landmarks are pushed beyond the profile
+
+
+@pytest.fixture(scope="module")
+def head():
+    return OpenHead()
+
+
+@pytest.fixture(scope="module")
+def turned(head):
+    """(landmarks [478, 3] with the hidden ones pushed onto the background, foreground [S, S] bool, hidden [478])."""
+    params = head.neutral_params()
+    params.global_rotation = torch.tensor(_axis_angle(rotation_from_angles(YAW, 0.0, 0.0)), dtype=torch.float32)[None]
+    camera = Camera.look_at((0.0, 0.0, 2.7))
+    with torch.no_grad():
+        vertices = head(params)
+        depth = mesh_depth(vertices, head.faces, camera, SIZE, SIZE)[0, 0].numpy()
+        uv, z = camera.project(head.landmarks(vertices), SIZE, SIZE)
+    uv, z = uv[0].double().numpy(), z[0].double().numpy()
+    foreground = np.isfinite(depth)
+    rows, cols = np.clip(uv[:, 1].astype(int), 0, SIZE - 1), np.clip(uv[:, 0].astype(int), 0, SIZE - 1)
+    hidden = z > np.where(foreground, depth, np.inf)[rows, cols] + 0.02
+    hidden[NUM_FACE_VERTICES:] = False
+    # Face Mesh under-rotates a near-profile face: its hidden landmarks land beyond the profile, on the background.
+    toward_profile = np.sign(uv[1, 0] - uv[:NUM_FACE_VERTICES, 0].mean())  # landmark 1: the nose tip
+    landmarks = np.concatenate([uv, (z - z.mean())[:, None] * PANOHEAD_FOCAL * SIZE / z.mean()], 1)
+    landmarks[hidden, 0] += toward_profile * SHIFT
+    return landmarks, foreground, hidden
+
+
+def _ghost_and_miss(head, fit, foreground, landmarks):
+    """Pixels the fitted head covers on the background / misses on the foreground, within the landmarks' box."""
+    with torch.no_grad():
+        depth = mesh_depth(head(_params(fit)), head.faces, _camera(fit.rotation, fit.translation), SIZE, SIZE)
+    covered = torch.isfinite(depth[0, 0]).numpy()
+    (x0, y0), (x1, y1) = landmarks[:, :2].min(0).astype(int), landmarks[:, :2].max(0).astype(int) + 1
+    box = np.zeros_like(foreground)
+    box[y0:y1, x0:x1] = True
+    return int((covered & ~foreground & box).sum()), int((~covered & foreground & box).sum())
+
+
+def test_hidden_landmarks_are_tucked_behind_the_outline(head, turned):
+    landmarks, foreground, hidden = turned
+    assert hidden.sum() > 40
+    rows, cols = landmarks[:, 1].astype(int).clip(0, SIZE - 1), landmarks[:, 0].astype(int).clip(0, SIZE - 1)
+    assert (~foreground[rows, cols] & hidden).sum() > 20  # the corruption put landmarks on the background
+    plain = fit_open_head(landmarks, head, SIZE)
+    outlined = fit_open_head(landmarks, head, SIZE, mask=foreground.astype(np.float32))
+    ghost_plain, miss_plain = _ghost_and_miss(head, plain, foreground, landmarks)
+    ghost, miss = _ghost_and_miss(head, outlined, foreground, landmarks)
+    assert ghost_plain > 100
+    assert ghost < 0.1 * ghost_plain
+    assert ghost + miss < 0.25 * (ghost_plain + miss_plain)  # the outline moved onto the matte's edge
+    # The pose is untouched and the visible landmarks stay where Face Mesh saw them (errors vs the landmarks).
+    np.testing.assert_array_equal(outlined.rotation, plain.rotation)
+    camera = _camera(outlined.rotation, outlined.translation)
+    with torch.no_grad():
+        uv, _ = camera.project(head.landmarks(head(_params(outlined))), SIZE, SIZE)
+    moved = np.linalg.norm(uv[0].numpy() - landmarks[:, :2], axis=1)
+    assert np.median(moved[~hidden]) < 1.0
+    assert outlined.reprojection_error > plain.reprojection_error  # measured against the observed landmarks
+
+
+def test_matte_without_edge_or_untrusted_changes_nothing(head, turned):
+    landmarks, foreground, _ = turned
+    plain = fit_open_head(landmarks, head, SIZE)
+    for matte in (np.ones((SIZE, SIZE), np.float32), np.zeros((SIZE, SIZE), np.float32)):
+        fit = fit_open_head(landmarks, head, SIZE, mask=matte)
+        np.testing.assert_array_equal(fit.expression, plain.expression)
+    # A matte that leaves much of the face on the background is not trusted either.
+    cut = foreground.copy()
+    cut[: SIZE // 2] = False
+    face = landmarks[:NUM_FACE_VERTICES, :2].astype(int).clip(0, SIZE - 1)
+    assert (~cut[face[:, 1], face[:, 0]]).mean() > 0.3
+    untrusted = silhouette_targets(landmarks, cut, head, _camera(plain.rotation, plain.translation),
+                                   lambda t: np.zeros((NUM_FACE_VERTICES, 3)))
+    np.testing.assert_array_equal(untrusted, landmarks)
+
+
+def test_inside_targets_reach_the_eroded_foreground(head, turned):
+    landmarks, foreground, hidden = turned
+    fit = fit_open_head(landmarks, head, SIZE)
+    seen = []
+    silhouette_targets(landmarks, foreground, head, _camera(fit.rotation, fit.translation),
+                       lambda t: seen.append(t.copy()) or np.zeros((NUM_FACE_VERTICES, 3)))
+    first = seen[0][:NUM_FACE_VERTICES, :2]
+    rows, cols = first[:, 1].astype(int), first[:, 0].astype(int)
+    assert foreground[rows, cols].all()  # every target now lies on the foreground
+    untouched = foreground[landmarks[:NUM_FACE_VERTICES, 1].astype(int), landmarks[:NUM_FACE_VERTICES, 0].astype(int)]
+    np.testing.assert_array_equal(first[untouched], landmarks[:NUM_FACE_VERTICES, :2][untouched])
+    assert math.isclose(float(np.abs(seen[0][:, 2] - landmarks[:, 2]).max()), 0.0)  # depth cues kept
+
+
+@pytest.mark.parametrize("mask, match", [(np.zeros((10, 10)), "shape"), (np.full((SIZE, SIZE), 2.0), r"\[0, 1\]")])
+def test_check_mask_errors(mask, match):
+    with pytest.raises(ValueError, match=match):
+        check_mask(mask, SIZE)
+    assert check_mask(np.full((SIZE, SIZE), 0.7), SIZE).all()
