@@ -4,16 +4,23 @@ Prints median milliseconds / FPS for forward and forward+backward renders on the
 present), the peak resident memory, and gsplat's pure-PyTorch reference projection path
 (`gsplat.cuda._torch_impl`, the only part of gsplat that runs on a CPU) as the baseline ratio.
 
+Wall-clock times swing with whatever else runs on the machine, so the load average is printed with them,
+and the CPU path is also timed on one thread with `time.process_time` (CPU time of this process, the
+fastest of the repeats): that figure hardly moves with other processes and is the one to compare changes by.
+
     make bench        # or: PYTHONPATH=. .venv/bin/python benchmarks/render_bench.py [--gaussians 78000] [--size 512]
+                      #     [--threads 2] [--repeats 7]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import time
 
+import numba
 import torch
 
 from fhavatar.rendering import Camera, Gaussians, render_gaussians
@@ -40,8 +47,33 @@ def _median_ms(fn, repeats: int, sync=lambda: None) -> Timing:
     return timing
 
 
+def _min_cpu_ms(fn, repeats: int) -> float:
+    """Fastest single run in CPU time of this process (all its threads), after a warm-up run."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        fn()
+        times.append((time.process_time() - start) * 1000)
+    return min(times)
+
+
+def _set_threads(n: int) -> None:
+    numba.set_num_threads(n)
+    torch.set_num_threads(n)
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _current_rss_mb() -> float:
+    """Resident memory now (Linux `/proc/self/statm`; elsewhere the peak, which can only overstate the rise)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return _peak_rss_mb()
 
 
 def _row(name: str, ms: float, baseline: float | None = None) -> str:
@@ -50,10 +82,8 @@ def _row(name: str, ms: float, baseline: float | None = None) -> str:
     return f"  {name:<36s} median {ms:8.1f} ms  {1000 / ms:7.1f} FPS{best}{ratio}"
 
 
-def bench_device(head: Gaussians, camera: Camera, size: int, repeats: int, device: str) -> dict[str, float]:
-    head = head.to(device)
-    camera = camera.to(device)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+def _render_fns(head: Gaussians, camera: Camera, size: int, device: str):
+    """`forward()` (no grad) and `forward_backward()` closures rendering `head` from `camera`."""
     bg = torch.ones(3, device=device)
 
     def forward():
@@ -68,7 +98,25 @@ def bench_device(head: Gaussians, camera: Camera, size: int, repeats: int, devic
         for v in leaves.values():
             v.grad = None
 
+    return forward, forward_backward
+
+
+def bench_device(head: Gaussians, camera: Camera, size: int, repeats: int, device: str) -> dict[str, float]:
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    forward, forward_backward = _render_fns(head.to(device), camera.to(device), size, device)
     return {"forward": _median_ms(forward, repeats, sync), "forward+backward": _median_ms(forward_backward, repeats, sync)}
+
+
+def bench_cpu_time(head: Gaussians, camera: Camera, size: int, repeats: int) -> dict[str, float]:
+    """Single-thread CPU time of the CPU path (robust to other processes; the figure to compare changes by)."""
+    threads = numba.get_num_threads(), torch.get_num_threads()
+    _set_threads(1)
+    try:
+        forward, forward_backward = _render_fns(head, camera, size, "cpu")
+        return {"forward": _min_cpu_ms(forward, repeats), "forward+backward": _min_cpu_ms(forward_backward, repeats)}
+    finally:
+        numba.set_num_threads(threads[0])
+        torch.set_num_threads(threads[1])
 
 
 def bench_projection(head: Gaussians, camera: Camera, size: int, repeats: int) -> dict[str, float]:
@@ -109,23 +157,45 @@ def bench_projection(head: Gaussians, camera: Camera, size: int, repeats: int) -
     }
 
 
+def _numba_started() -> bool:
+    try:
+        numba.threading_layer()
+    except ValueError:  # raised until a parallel kernel has run
+        return False
+    return True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gaussians", type=int, default=78_000)
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", "--repeat", type=int, default=7, help="timed runs per figure")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (numba and torch); default: all cores")
     args = parser.parse_args()
+    if args.threads is not None:
+        if not 1 <= args.threads <= numba.config.NUMBA_NUM_THREADS:
+            parser.error(f"--threads must be between 1 and {numba.config.NUMBA_NUM_THREADS} here, got {args.threads}")
+        _set_threads(args.threads)
 
     head = synthetic_head(args.gaussians, generator=torch.Generator().manual_seed(0))
     camera = Camera.orbit(8, elevation_deg=10.0)[1:2]  # a three-quarter view: face, hair and neck visible
-    rss_before = _peak_rss_mb()
-    print(f"scene: {len(head)} Gaussians, {args.size}x{args.size}, torch threads={torch.get_num_threads()}")
+    rss_before, peak_before = _current_rss_mb(), _peak_rss_mb()
+    print(
+        f"scene: {len(head)} Gaussians, {args.size}x{args.size}, threads: numba={numba.get_num_threads()} "
+        f"({numba.threading_layer() if _numba_started() else 'layer chosen at first use'}) torch={torch.get_num_threads()}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+    )
 
     cpu = bench_device(head, camera, args.size, args.repeats, "cpu")
     proj = bench_projection(head, camera, args.size, args.repeats)
-    print("CPU (fhavatar rasterizer):")
+    n_threads = numba.get_num_threads()
+    print(f"CPU (fhavatar rasterizer, wall clock, {n_threads} thread{'s' * (n_threads != 1)}, {numba.threading_layer()} layer):")
     for name, ms in cpu.items():
         print(_row(name, ms))
+    cpu_time = bench_cpu_time(head, camera, args.size, args.repeats)
+    print("CPU time on one thread (process_time, fastest run; hardly affected by other processes):")
+    for name, ms in cpu_time.items():
+        print(f"  {name:<36s} {ms:8.1f} ms")
     print("CPU projection step (baseline: gsplat's pure-torch reference path):")
     print(_row("gsplat torch projection", proj["gsplat torch projection"]))
     print(_row("ours projection", proj["ours projection"], proj["gsplat torch projection"]))
@@ -135,7 +205,13 @@ def main() -> None:
         f"  full CPU render forward / gsplat torch projection alone: "
         f"{cpu['forward'] / proj['gsplat torch projection']:.2f}x"
     )
-    print(f"peak resident memory: {_peak_rss_mb():.0f} MB (process), +{_peak_rss_mb() - rss_before:.0f} MB while rendering")
+    # The rise is exact when rendering set the process's peak; otherwise it is an upper bound.
+    bound = "" if _peak_rss_mb() > peak_before else " at most"
+    print(
+        f"peak resident memory: {_peak_rss_mb():.0f} MB (process), +{_peak_rss_mb() - rss_before:.0f} MB{bound} "
+        f"above the {rss_before:.0f} MB resident before rendering"
+    )
+    print(f"load average after the CPU runs: {os.getloadavg()[0]:.2f}")
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()

@@ -14,7 +14,11 @@ from ._cpu_projection import EPS2D, FAR_PLANE, NEAR_PLANE
 from .cameras import Camera
 from .gaussians import Gaussians
 
-__all__ = ["RenderOutput", "render_gaussians"]
+__all__ = ["MAX_RENDER_PIXELS", "RenderOutput", "render_gaussians"]
+
+#: Most pixels (cameras x width x height) one `render_gaussians` call renders: its output buffers (image, alpha,
+#: depth, float32) are allocated up front, so larger requests are refused instead of exhausting memory.
+MAX_RENDER_PIXELS = 16 * 4096 * 4096
 
 @dataclass
 class RenderOutput:
@@ -38,11 +42,16 @@ def _np32(t: Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().to(torch.float32).numpy())
 
 
-class _RenderCPU(torch.autograd.Function):
-    """Project, bin and composite on the CPU (numba kernels), with an exact hand-written backward.
+# Tiles handed to a thread at a time: dynamic scheduling keeps both cores busy although tile costs vary
+# by orders of magnitude (face vs background) and other processes may hold a core.
+_TILE_CHUNK = 4
 
-    Returns `render [B, H, W, C + 1]` (the last channel is depth-weighted, divided by alpha by the caller)
-    and `alpha [B, H, W, 1]`.
+
+class _RenderCPU(torch.autograd.Function):
+    """Project, sort, bin and composite on the CPU (numba kernels), with an exact hand-written backward.
+
+    Returns `render [B, C + 1, H, W]` (the last channel is depth-weighted, divided by alpha by the caller)
+    and `alpha [B, 1, H, W]`.
     """
 
     @staticmethod
@@ -53,34 +62,35 @@ class _RenderCPU(torch.autograd.Function):
 
         tiles_x = math.ceil(width / kern.TILE_SIZE)
         tiles_y = math.ceil(height / kern.TILE_SIZE)
-        tile_order = kern.balanced_tile_order(tiles_x * tiles_y, numba.get_num_threads())
         batch, n, n_channels = viewmats.shape[0], means.shape[0], colors.shape[1] + 1
         arrays = [_np32(t) for t in (means, quats, scales, opacities, colors)]
         views, ks = viewmats.detach().double().numpy(), Ks.detach().double().numpy()
-        out_colors = np.empty((batch, height, width, n_channels), dtype=np.float32)
+        out_render = np.empty((batch, n_channels, height, width), dtype=np.float32)
         out_trans = np.empty((batch, height, width), dtype=np.float32)
         out_last = np.empty((batch, height, width), dtype=np.int64)
+        channels = np.empty((n, n_channels), dtype=np.float32)  # colours + depth: one compositing pass
+        channels[:, :-1] = arrays[4]
+        params = np.empty((n, kern.PARAM_FIELDS + max(n_channels, kern.FUSED_CHANNELS)), dtype=np.float32)
         per_camera = []
         for i in range(batch):
             m2d, conics = np.empty((n, 2), np.float32), np.empty((n, 3), np.float32)
             depths, radii = np.empty(n, np.float32), np.empty((n, 2), np.int32)
             fx, fy, cx, cy = ks[i, 0, 0], ks[i, 1, 1], ks[i, 0, 2], ks[i, 1, 2]
             proj.project_forward(*arrays[:4], views[i], fx, fy, cx, cy, width, height, m2d, conics, depths, radii)
-            visible = np.flatnonzero((radii[:, 0] > 0) & (radii[:, 1] > 0))
-            # Stable sort by depth, ties by index: the front-to-back order of every tile.
-            order = visible[torch.sort(torch.from_numpy(depths[visible]), stable=True).indices.numpy()]
+            order = kern.sort_by_depth(depths, radii)  # front to back: the order of every tile's list
             offsets, ids = kern.bin_gaussians_to_tiles(m2d, radii, order, tiles_x, tiles_y)
-            channels = np.concatenate([arrays[4], depths[:, None]], axis=1)
-            kern.rasterize_forward(
-                m2d, conics, arrays[3], channels, ids, offsets, tile_order, width, height, tiles_x,
-                out_colors[i], out_trans[i], out_last[i],
-            )
-            per_camera.append((m2d, conics, channels, radii, ids, offsets, (fx, fy, cx, cy)))
-        ctx.tile_order = tile_order
+            _check_tile_load(offsets)
+            channels[:, -1] = depths
+            kern.pack_gaussians(m2d, conics, arrays[3], channels, params)
+            rec = np.empty((ids.shape[0], params.shape[1]), dtype=np.float32)
+            kern.gather_rows(params, ids, rec)
+            with numba.parallel_chunksize(_TILE_CHUNK):
+                kern.rasterize_forward(rec, offsets, width, height, tiles_x, out_render[i], out_trans[i], out_last[i])
+            per_camera.append((radii, ids, offsets, rec, (fx, fy, cx, cy)))
         ctx.per_camera, ctx.arrays, ctx.views = per_camera, arrays, views
         ctx.trans, ctx.last, ctx.size = out_trans, out_last, (width, height, tiles_x)
-        render = torch.from_numpy(out_colors).to(colors.dtype)
-        alpha = torch.from_numpy(1.0 - out_trans).to(colors.dtype)[..., None]
+        render = torch.from_numpy(out_render).to(colors.dtype)
+        alpha = torch.from_numpy(1.0 - out_trans).to(colors.dtype)[:, None]
         return render, alpha
 
     @staticmethod
@@ -92,35 +102,39 @@ class _RenderCPU(torch.autograd.Function):
         means, quats, scales, opacities, colors = ctx.arrays
         n, n_channels = colors.shape[0], colors.shape[1] + 1
         batch = len(ctx.per_camera)
-        g_render = _np32(grad_render) if grad_render is not None else np.zeros((batch, height, width, n_channels), np.float32)
-        g_alpha = _np32(grad_alpha[..., 0]) if grad_alpha is not None else np.zeros((batch, height, width), np.float32)
+        dtype = grad_render.dtype if grad_render is not None else grad_alpha.dtype
+        g_render = _np32(grad_render) if grad_render is not None else np.zeros((batch, n_channels, height, width), np.float32)
+        g_alpha = _np32(grad_alpha[:, 0]) if grad_alpha is not None else np.zeros((batch, height, width), np.float32)
         v_means, v_quats, v_scales = np.zeros((n, 3), np.float32), np.zeros((n, 4), np.float32), np.zeros((n, 3), np.float32)
-        v_opacities, v_colors = np.zeros((n, 1), np.float32), np.zeros((n, n_channels - 1), np.float32)
-        for i, (m2d, conics, channels, radii, ids, offsets, intr) in enumerate(ctx.per_camera):
-            k = ids.shape[0]
-            rows = (
-                np.zeros((k, 2), np.float32), np.zeros((k, 3), np.float32),
-                np.zeros((k, 1), np.float32), np.zeros((k, n_channels), np.float32),
-            )
-            kern.rasterize_backward(
-                m2d, conics, opacities, channels, ids, offsets, ctx.tile_order, width, height, tiles_x,
-                ctx.trans[i], ctx.last[i], g_render[i], g_alpha[i], rows[0], rows[1], rows[2][:, 0], rows[3],
-            )
-            v_m2d, v_conics = np.zeros((n, 2), np.float32), np.zeros((n, 3), np.float32)
-            v_channels = np.zeros((n, n_channels), np.float32)
-            kern.scatter_add_rows(ids, rows[0], v_m2d)
-            kern.scatter_add_rows(ids, rows[1], v_conics)
-            kern.scatter_add_rows(ids, rows[2], v_opacities)
-            kern.scatter_add_rows(ids, rows[3], v_channels)
-            v_colors += v_channels[:, :-1]
+        # per Gaussian: dL/d(mean2d x, y, conic a, b, c, opacity, channels...)
+        v_gauss = np.zeros((n, 6 + n_channels), np.float32)
+        v_opacities, v_colors = np.zeros(n, np.float32), np.zeros((n, n_channels - 1), np.float32)
+        for i, (radii, ids, offsets, rec, intr) in enumerate(ctx.per_camera):
+            rows = np.zeros((ids.shape[0], 6 + n_channels), np.float32)
+            with numba.parallel_chunksize(_TILE_CHUNK):
+                kern.rasterize_backward(
+                    rec, offsets, width, height, tiles_x, ctx.trans[i], ctx.last[i], g_render[i], g_alpha[i], rows
+                )
+            v_gauss[:] = 0.0
+            kern.scatter_add_rows(ids, rows, v_gauss)
+            v_opacities += v_gauss[:, 5]
+            v_colors += v_gauss[:, 6:-1]
+            v_m2d, v_conics, v_depths = (np.ascontiguousarray(v_gauss[:, cols]) for cols in (slice(0, 2), slice(2, 5), -1))
             proj.project_backward(
                 means, quats, scales, radii, ctx.views[i], *intr, width, height,
-                v_m2d, v_conics, np.ascontiguousarray(v_channels[:, -1]), v_means, v_quats, v_scales,
+                v_m2d, v_conics, v_depths, v_means, v_quats, v_scales,
             )
-        as_t = lambda a, like: torch.from_numpy(a).to(like)  # noqa: E731
-        return (
-            as_t(v_means, grad_render.dtype), as_t(v_quats, grad_render.dtype), as_t(v_scales, grad_render.dtype),
-            as_t(v_opacities[:, 0], grad_render.dtype), as_t(v_colors, grad_render.dtype), None, None, None, None,
+        as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dtype)  # noqa: E731
+        return as_t(v_means), as_t(v_quats), as_t(v_scales), as_t(v_opacities), as_t(v_colors), None, None, None, None
+
+
+def _check_tile_load(offsets: np.ndarray) -> None:
+    # The kernels keep each pixel's last composited Gaussian as a float32 offset into its tile's list.
+    most = int(np.diff(offsets).max(initial=0))
+    if most >= 2**24:
+        raise ValueError(
+            f"{most} Gaussians overlap one 16x16 tile, more than the CPU rasterizer supports (2^24); "
+            "render at a higher resolution or with fewer, smaller Gaussians."
         )
 
 
@@ -132,6 +146,9 @@ def _check_render_inputs(gaussians, camera, width, height, background, features)
     for name, value in (("width", width), ("height", height)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"`{name}` must be a positive int (pixels), got {value!r}.")
+    if len(camera) * width * height > MAX_RENDER_PIXELS:
+        raise ValueError(f"{len(camera)} camera(s) of {width}x{height} pixels are more than the {MAX_RENDER_PIXELS:,} pixels "
+                         "one render_gaussians call draws; render fewer cameras per call or a smaller image.")
     gaussians.validate()
     if camera.device != gaussians.device:
         raise ValueError(f"`camera` is on {camera.device} but `gaussians` on {gaussians.device}; move them together.")
@@ -207,26 +224,28 @@ def render_gaussians(
     stacked = torch.cat(channels, dim=-1)  # [N, C + F]
 
     if n == 0:
-        render = torch.zeros(batch, height, width, stacked.shape[1] + 1, dtype=gaussians.dtype, device=gaussians.device)
-        alpha = torch.zeros(batch, height, width, 1, dtype=gaussians.dtype, device=gaussians.device)
+        render = torch.zeros(batch, stacked.shape[1], height, width, dtype=gaussians.dtype, device=gaussians.device)
+        alpha = torch.zeros(batch, 1, height, width, dtype=gaussians.dtype, device=gaussians.device)
+        depth = torch.zeros_like(alpha)
     elif gaussians.device.type == "cuda":
         render, alpha = _render_gsplat(gaussians, camera, width, height, stacked)
+        render, alpha = render.permute(0, 3, 1, 2), alpha.permute(0, 3, 1, 2)
+        depth = render[:, -1:]  # gsplat's "ED" mode already divides by alpha
     else:
+        # [B, C + F + 1, H, W] written channel-first by the kernels: no layout copies afterwards
         render, alpha = _RenderCPU.apply(
             gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities, stacked,
             camera.world2cam, camera.pixel_intrinsics(width, height), width, height,
         )
-        depth = render[..., -1:] / alpha.clamp(min=1e-10)
-        render = torch.cat([render[..., :-1], depth], dim=-1)
-    image = render[..., :c]
+        depth = render[:, -1:] / alpha.clamp(min=1e-10)
+    image = render[:, :c]
     if bg is not None:
-        image = image + bg[:, None, None, :] * (1.0 - alpha)
-    to_nchw = lambda t: t.permute(0, 3, 1, 2).contiguous()  # noqa: E731
+        image = image + bg[:, :, None, None] * (1.0 - alpha)
     return RenderOutput(
-        image=to_nchw(image),
-        alpha=to_nchw(alpha),
-        depth=to_nchw(render[..., -1:]),
-        features=to_nchw(render[..., c:-1]) if features is not None else None,
+        image=image.contiguous(),
+        alpha=alpha.contiguous(),
+        depth=depth.contiguous(),
+        features=render[:, c : c + features.shape[1]].contiguous() if features is not None else None,
     )
 
 

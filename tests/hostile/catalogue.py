@@ -35,9 +35,7 @@ DEFAULT_LIMIT_S = 60.0
 #: Defects found by this catalogue in modules outside `tests/hostile` that are not fixed yet. Each key marks its
 #: tests `xfail(strict=True)`: they still run and count (as crashes), and the marker must go when the fix lands
 #: (a strict xfail that passes fails the run). The value says where the fix belongs.
-KNOWN_DEFECTS: dict[str, str] = {
-    "render-size": "fhavatar/rendering/rasterize.py `_check_render_inputs`: no bound on width x height (MemoryError)",
-}
+KNOWN_DEFECTS: dict[str, str] = {}
 
 
 def known_defect(key: str):
