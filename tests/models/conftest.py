@@ -1,11 +1,5 @@
 import pytest
-import torch
 
+from tests.threads import one_torch_thread
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and immune to shared-CPU contention (restored afterwards)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+_one_thread = pytest.fixture(autouse=True, scope="module", name="_one_thread")(one_torch_thread)

@@ -10,14 +10,6 @@ from fhavatar.prior.renderer import march_rays, render_triplane, sample_pdf, sam
 from fhavatar.rendering.cameras import Camera
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _tiny(seed=0, **overrides):
     torch.manual_seed(seed)
     return PanoHeadGenerator(**{**GENERATOR_PRESETS["tiny"], **overrides}).eval().requires_grad_(False)

@@ -11,14 +11,6 @@ from fhavatar.prior import PanoHeadPrior, PriorRenderOutput, Triplane, sample_tr
 from fhavatar.rendering.cameras import Camera
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def prior():
     torch.manual_seed(0)
