@@ -23,8 +23,8 @@ from PIL import Image, ImageOps
 from torch import Tensor
 
 __all__ = ["DEFAULT_MAX_SIDE", "IMAGE_FORMATS", "MAX_IMAGE_PIXELS", "MAX_VIDEO_BYTES", "MAX_VIDEO_SECONDS",
-           "VIDEO_DECODE_TIMEOUT", "VIDEO_DEMUXERS", "VIDEO_PROBE_TIMEOUT", "VideoInfo", "image_size", "load_image",
-           "read_safetensors", "read_video", "save_image", "to_uint8_frames", "video_info", "write_video"]
+           "VIDEO_DECODE_TIMEOUT", "VIDEO_DEMUXERS", "VIDEO_PROBE_TIMEOUT", "VideoInfo", "checked_file", "image_size",
+           "load_image", "read_safetensors", "read_video", "save_image", "to_uint8_frames", "video_info", "write_video"]
 
 logger = logging.getLogger(__name__)
 
@@ -178,8 +178,9 @@ def _check_pixels(width: int, height: int, what: str) -> None:
         )
 
 
-def _checked_file(path: Path, name: str) -> Path:
-    """`path` if it is a regular file; clear errors for missing paths, folders, pipes/devices and unusable names."""
+def checked_file(path: Path, name: str) -> Path:
+    """`path` if it is a regular file; clear errors (naming the argument `name`) for missing paths, folders,
+    pipes/devices and names the file system cannot hold. Every reader and `check_inputs` check paths with it."""
     try:
         exists, is_file, is_dir = path.exists(), path.is_file(), path.is_dir()
     except OSError as err:  # e.g. a name longer than the file system allows
@@ -195,7 +196,7 @@ def _checked_file(path: Path, name: str) -> Path:
 
 def _open_image_header(path: Path) -> Image.Image:
     """Open `path` with PIL (header only, allowed formats only); nothing is decoded yet."""
-    _checked_file(path, "`image`")
+    checked_file(path, "`image`")
     try:
         with warnings.catch_warnings(record=True) as caught:  # PIL warns about damaged metadata: logged below
             warnings.simplefilter("always")
@@ -420,7 +421,7 @@ def video_info(path: str | os.PathLike, timeout: float | None = VIDEO_PROBE_TIME
     _check_timeout(timeout)
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"`path` must be a str or os.PathLike to a video file, got {type(path).__name__}.")
-    path = _checked_file(Path(path), "video")
+    path = checked_file(Path(path), "video")
     cmd = [imageio_ffmpeg.get_ffmpeg_exe(), *_ffmpeg_input(path), "-map", "0:V:0", "-c", "copy", "-f", "null", "-"]
     try:
         log = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout).stderr
@@ -583,7 +584,7 @@ def read_safetensors(path: str | os.PathLike, what: str) -> tuple[dict[str, Tens
     """
     from safetensors import SafetensorError, safe_open
 
-    path = _checked_file(Path(path), what)
+    path = checked_file(Path(path), what)
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}

@@ -81,14 +81,6 @@ def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
         raise ValueError(f"`{name}` must be an int in [{lo}, {hi}], got {value!r}.")
 
 
-def _check_path_usable(name: str, path: Path) -> None:
-    """Path.exists() raises OSError (not False) for names the file system cannot hold, e.g. too long ones."""
-    try:
-        path.exists()
-    except OSError as err:
-        raise ValueError(f"`{name}` is not a usable path ({err.strerror or err}): {str(path)[:80]!r}...") from err
-
-
 def _square_pixels(camera: Camera, width: int, height: int) -> Camera:
     """`camera` with its normalised fx scaled so pixels stay square at `width` x `height` (vertical FOV kept)."""
     if width == height:
@@ -249,15 +241,9 @@ class FHAvatarPipeline(DiffusionPipeline):
         if driving_video is None:
             return
         if isinstance(driving_video, (str, os.PathLike)):
-            from .io import video_info
+            from .io import checked_file, video_info
 
-            path = Path(driving_video)
-            _check_path_usable("driving_video", path)
-            if not path.exists():
-                raise FileNotFoundError(f"`driving_video`: no file at {str(path)!r}.")
-            if not path.is_file():
-                raise ValueError(f"`driving_video` must be a video file, got the directory {str(path)!r}.")
-            count = video_info(path).num_frames
+            count = video_info(checked_file(Path(driving_video), "`driving_video`")).num_frames
         elif isinstance(driving_video, (Tensor, np.ndarray)):
             if driving_video.ndim != 4:
                 raise ValueError("`driving_video` arrays must be [T, H, W, 3] (numpy) or [T, 3, H, W] (tensor), got "
@@ -282,12 +268,9 @@ class FHAvatarPipeline(DiffusionPipeline):
     @staticmethod
     def _check_image(image) -> None:
         if isinstance(image, (str, os.PathLike)):
-            path = Path(image)
-            _check_path_usable("image", path)
-            if not path.exists():
-                raise FileNotFoundError(f"`image`: no file at {str(path)!r}.")
-            if not path.is_file():
-                raise ValueError(f"`image` must be an image file, got the directory {str(path)!r}.")
+            from .io import checked_file
+
+            checked_file(Path(image), "`image`")
         elif not isinstance(image, (Image.Image, np.ndarray, Tensor)):
             raise ValueError("`image` must be a path, a PIL image, an HWC uint8 array or a [3, H, W] tensor in [0, 1]; "
                              f"got {type(image).__name__}.")
