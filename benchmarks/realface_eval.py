@@ -14,7 +14,6 @@ docs/realface_orbits/ keeps the one made from the public-domain photo p01.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from PIL import Image
 
 from fhavatar.avatar import Avatar
 from fhavatar.head import OpenHead, UVLayout
+from fhavatar.metrics import psnr as image_psnr
 from fhavatar.models import ProjectionAvatarModel
 from fhavatar.rendering import Camera, render_gaussians
 from fhavatar.tracking import track_image
@@ -65,8 +65,7 @@ def evaluate(path: Path, head: OpenHead, layout: UVLayout, model: ProjectionAvat
     elapsed = time.perf_counter() - start
     target = torch.nn.functional.interpolate(image, size=(size, size), mode="area")[0]
     region = torch.from_numpy(face_mask(head, track, size))
-    mse = ((source.image[0] - target) ** 2).mean(0)[region].mean().item()
-    psnr = 10 * math.log10(1.0 / max(mse, 1e-12))
+    psnr = image_psnr(source.image, target[None], mask=region[None, None].to(target)).item()
     # Head silhouette = pixels the avatar covers at all; a hole shows as low alpha inside it (eroded by 2 px).
     min_alpha = 1.0
     for alpha in orbit_alpha:

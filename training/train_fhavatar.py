@@ -35,6 +35,7 @@ from torch import Tensor
 from fhavatar.avatar import Avatar
 from fhavatar.head.open_head import OpenHead, OpenHeadParams
 from fhavatar.head.uv import UVLayout
+from fhavatar.metrics import psnr as image_psnr
 from fhavatar.models import FHAvatarModel
 from fhavatar.models.attributes import UVAttributes
 from fhavatar.models.visibility import project_texels, texel_visibility
@@ -260,8 +261,7 @@ def validate(model, head: OpenHead, layout: UVLayout, prior, samples: list[dict]
         target = _composite(batch["target_images"][:, 0].to(device), batch["target_masks"][:, 0].to(device), background)
         source = _composite(batch["source_image"].to(device), batch["source_mask"].to(device), background)
         l1.append((render - target).abs().flatten(1).mean(1))
-        mse = (render - target).square().flatten(1).mean(1).clamp(min=1e-10)
-        psnr.append(-10 * torch.log10(mse))
+        psnr.append(image_psnr(render, target).clamp(max=100.0))  # identical images would be inf dB
         rows.extend(torch.cat([s, t, r], dim=-1) for s, t, r in zip(source, target, render))
     model.train(was_training)
     metrics = {"val/l1": float(torch.cat(l1).mean()), "val/psnr": float(torch.cat(psnr).mean())}
