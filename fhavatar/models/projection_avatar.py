@@ -5,7 +5,8 @@ It fills the same `UVAttributes` contract as the learned `FHAvatarModel` (paper 
 1. **Projection.** Every texel's 3D point is projected into the photo and the photo is sampled there
    (bilinear), wherever the visibility mask M_v of §3.3 says the camera sees it (and, optionally, where the
    foreground mask, shrunk by a few pixels, is set). A texel seen head-on keeps the photo's colour as is; one
-   seen at a grazing angle (or whose mirror is seen more head-on) blends it with its fallback colour.
+   seen at a grazing angle, next to the mask's outline, or whose mirror is seen more head-on blends it with its
+   fallback colour.
 2. **Symmetry prior.** A texel the camera does not see takes the colour of its mirror texel (`layout.flip`)
    when that one is seen — the symmetry the paper's fusion module exploits (§3.4, eq. 7).
 3. **Region defaults** everywhere else: hair colour (median of the photo over the visible scalp above the
@@ -58,6 +59,16 @@ def _box_blur(maps: Tensor, valid: Tensor, radius: int) -> Tensor:  # [B, C, K, 
     num = F.avg_pool2d(maps * weight, size, stride=1, padding=radius, count_include_pad=True)
     den = F.avg_pool2d(weight, size, stride=1, padding=radius, count_include_pad=True)
     return num / den.clamp(min=1e-6) * weight
+
+
+def _inner_ramp(inside: Tensor, width: int) -> Tensor:  # [B, 1, H, W] bool -> [B, 1, H, W] in [0, 1]
+    """0 outside the region, rising linearly to 1 at `width` pixels inside it (mean of `width` nested erosions)."""
+    current = inside.float()
+    total = torch.zeros_like(current)
+    for _ in range(width):
+        current = -F.max_pool2d(-current, 3, stride=1, padding=1)
+        total = total + current
+    return total / width
 
 
 def _fill_gutter(maps: Tensor, valid: Tensor) -> Tensor:  # [B, C, K, K], [K, K] bool -> [B, C, K, K]
@@ -195,6 +206,10 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
             it is below this value are treated as unseen.
         mask_erosion (`int`, *optional*, defaults to 2): the mask is shrunk by this many photo pixels for that
             test (texels next to the outline would carry the background's colour around the head).
+        edge_feather (`float`, *optional*, defaults to 0.006): with a mask, the confidence of a projected colour
+            ramps from 0 at the outline to 1 at this fraction of the image width inside it (the outline's pixels mix
+            in the background and rim shading; seen from the front, a profile's rim would be stretched over the
+            forehead and nose).
         tangent_scale (`float`, *optional*, defaults to 1.0): the two tangent standard deviations, in texel
             sizes on the surface (the relative scale map s of §3.2).
         face_tangent_scale (`float`, *optional*, defaults to 0.55): the same on the face, eye and mouth regions,
@@ -234,6 +249,7 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
         feather_width: float = 0.04,
         mask_threshold: float = 0.5,
         mask_erosion: int = 2,
+        edge_feather: float = 0.006,
         tangent_scale: float = 1.0,
         face_tangent_scale: float = 0.55,
         normal_scale: float = 0.15,
@@ -254,7 +270,8 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
             raise ValueError(f"`silhouette_margin` must be an int >= 0 (pixels), got {silhouette_margin!r}.")
         ranges = {
             "depth_tolerance": (depth_tolerance, 0.0, math.inf), "feather_width": (feather_width, 0.0, 0.5),
-            "mask_threshold": (mask_threshold, 0.0, 1.0), "tangent_scale": (tangent_scale, 1e-3, 100.0),
+            "mask_threshold": (mask_threshold, 0.0, 1.0), "edge_feather": (edge_feather, 0.0, 0.25),
+            "tangent_scale": (tangent_scale, 1e-3, 100.0),
             "face_tangent_scale": (face_tangent_scale, 1e-3, 100.0),
             "normal_scale": (normal_scale, 1e-4, 100.0), "opacity": (opacity, 0.0, 1.0),
             "neck_shade": (neck_shade, 0.0, 2.0), "mouth_shade": (mouth_shade, 0.0, 2.0),
@@ -343,6 +360,7 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
         uv, _ = project_texels(layout, vertices, camera, width, height)  # [B, K, K, 2]
         grid = uv / torch.tensor([width, height], dtype=uv.dtype, device=uv.device) * 2 - 1
         projected = F.grid_sample(image.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        edge_weight = torch.ones_like(visible)
         if mask is not None:
             # The matte shrunk by `mask_erosion` pixels: texels that sample the photo next to the outline would carry
             # the background's colour around the head.
@@ -350,14 +368,20 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
             matte = -F.max_pool2d(-mask.float(), 2 * erosion + 1, 1, erosion) if erosion else mask.float()
             fg = F.grid_sample(matte, grid, mode="bilinear", padding_mode="border", align_corners=False)
             visible = visible * (fg >= cfg.mask_threshold)
+            # The outline's last pixels mix in the background and rim shading (more so in an upsampled photo): the
+            # colours projected there count less, ramping up over `edge_feather` of the width inside the outline.
+            feather = round(cfg.edge_feather * width)
+            if feather > 0:
+                inner = _inner_ramp(mask.float() >= cfg.mask_threshold, feather)
+                edge_weight = F.grid_sample(inner, grid, mode="bilinear", padding_mode="border", align_corners=False)
         seen = visible > 0.5  # [B, 1, K, K]
         # Confidence of the projected colour: grazing texels smear a few photo pixels over a large area, so below
         # `full_cosine` their colour is blended toward the fallback (mirror / default) colour; and a texel whose
         # mirror is seen more head-on leans toward the mirror's colour, by the weight 2 q / (q + q_mirror) (q the
         # cosine): equal views keep their own colours, a far cheek seen at a grazing angle borrows the near one's.
         cosine = texel_facing(layout, vertices, camera)[:, None]
-        confidence = seen * ((cosine - cfg.min_cosine) / (cfg.full_cosine - cfg.min_cosine)).clamp(0, 1)
-        quality = seen * cosine.clamp(min=0)
+        confidence = seen * ((cosine - cfg.min_cosine) / (cfg.full_cosine - cfg.min_cosine)).clamp(0, 1) * edge_weight
+        quality = seen * cosine.clamp(min=0) * edge_weight
         mirror_quality = layout.flip(quality)
         confidence = confidence * (2 * quality / (quality + mirror_quality).clamp(min=1e-6)).clamp(max=1)
 
@@ -412,14 +436,17 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
             rings (`int`): width of the seam feathering in texels.
 
         Seams are feathered outward only: an unseen texel near a seen one blends the seen colours grown into it
-        (`_grow`, the confidence grown along) with its fallback, fading over `rings` texels, so a confidently
+        (`_grow`, confidence-weighted, the confidence grown along) with its fallback, fading over `rings` texels, so a confidently
         seen texel keeps its colour exactly.
         """
 
         def blend(base: Tensor, values: Tensor, known: Tensor, weight: Tensor) -> Tensor:
-            grown, reach = _grow(torch.cat([values, weight], 1), known, layout.valid, rings)
+            # Colours grow weighted by their confidence: a barely trusted rim texel (a profile's edge, which mixes
+            # in the background) must not tint the unseen texels next to it.
+            grown, reach = _grow(torch.cat([values * weight, weight], 1), known, layout.valid, rings)
+            colour = grown[:, :-1] / grown[:, -1:].clamp(min=1e-6)
             strength = torch.where(known, weight, reach * grown[:, -1:])
-            return torch.lerp(base, grown[:, :-1], strength)
+            return torch.lerp(base, colour, strength)
 
         fallback = blend(defaults, layout.flip(projected), layout.flip(seen.float()) > 0.5, layout.flip(confidence))
         return blend(fallback, projected, seen, confidence).clamp(0, 1)

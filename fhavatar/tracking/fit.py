@@ -15,7 +15,8 @@ OpenHead fit (`fit_open_head`): its first 468 vertices are MediaPipe's face land
    template vertex (moved halfway toward MediaPipe's own relative depth, `DEPTH_BLEND`), taken to head space and
    minus the template: `expression [468, 3]`, each displacement clamped to `MAX_EXPRESSION_CM`; with the crop's
    foreground matte (`track_image` by default), the 2D targets are first corrected so the head's outline follows
-   the matte's edge (`fhavatar.tracking.silhouette`: Face Mesh under-rotates near-profile faces);
+   the matte's edge (`fhavatar.tracking.silhouette`: Face Mesh under-rotates near-profile faces), and the side the
+   camera sees worse takes the mirrored displacements of the side it sees better (`mirror_hidden_side`);
 3. eyes: each eye's pitch/yaw (`OpenHeadParams.eyes`) by Gauss-Newton on its iris centre.
 Reprojection errors are mean distances between observed and model landmarks (478, irises included) divided by
 the longer side of the observed landmarks' box.
@@ -49,7 +50,7 @@ from .motion import (
     rotation_from_angles,
     smooth_sequence,
 )
-from .silhouette import check_mask, silhouette_targets
+from .silhouette import check_mask, matte_trusted, mirror_hidden_side, on_background, silhouette_targets
 
 __all__ = [
     "DEFAULT_SMOOTHING",
@@ -80,6 +81,8 @@ RIGID_STEPS, WARM_RIGID_STEPS = 8, 3
 EYE_STEPS, MAX_EYE_ANGLE = 4, math.radians(40.0)
 _IRIS_CENTRES = (473, 468)  # OpenHeadParams.eyes order: the subject's left eye (x > 0), then the right eye
 _EYE_JOINTS = (3, 4)
+#: `_EYE_CONTOURS` split per eye, in `OpenHeadParams.eyes` order (the subject's left eye first).
+_EYE_CONTOURS_BY_EYE = (_EYE_CONTOURS[:16], _EYE_CONTOURS[16:])
 
 
 @dataclass
@@ -208,10 +211,10 @@ def _project(points: np.ndarray, rotation: np.ndarray, translation: np.ndarray, 
 
 
 # ---------------------------------------------------------------------------------------------- the OpenHead fit
-def _similarity_init(lm: np.ndarray, arrays: _HeadArrays, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Umeyama fit of the camera-axes template to the stable landmarks (x, y, MediaPipe z) -> (R, t)."""
-    canon = arrays.face[arrays.stable] @ HEAD_TO_CAMERA.T
-    pts = lm[arrays.stable]
+def _similarity_init(lm: np.ndarray, arrays: _HeadArrays, size: int, stable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Umeyama fit of the camera-axes template to the `stable` landmarks (x, y, MediaPipe z) -> (R, t)."""
+    canon = arrays.face[stable] @ HEAD_TO_CAMERA.T
+    pts = lm[stable]
     a, b = canon - canon.mean(0), pts - pts.mean(0)
     u, sig, vt = np.linalg.svd(b.T @ a)
     d = np.array([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
@@ -222,12 +225,12 @@ def _similarity_init(lm: np.ndarray, arrays: _HeadArrays, size: int) -> tuple[np
     f = PANOHEAD_FOCAL * size
     depth = f / scale
     centroid = np.array([(pts[:, 0].mean() - size / 2) / f * depth, (pts[:, 1].mean() - size / 2) / f * depth, depth])
-    return rot, centroid - rot @ arrays.face[arrays.stable].mean(0)
+    return rot, centroid - rot @ arrays.face[stable].mean(0)
 
 
-def _refine_rigid(lm, arrays, rot, trans, size, steps):
-    """Huber-weighted Levenberg-Marquardt on the perspective reprojection of the stable landmarks."""
-    pts, obs, f = arrays.face[arrays.stable], lm[arrays.stable, :2], PANOHEAD_FOCAL * size
+def _refine_rigid(lm, arrays, rot, trans, size, steps, stable):
+    """Huber-weighted Levenberg-Marquardt on the perspective reprojection of the `stable` landmarks."""
+    pts, obs, f = arrays.face[stable], lm[stable, :2], PANOHEAD_FOCAL * size
     huber, damping = HUBER_FRACTION * size, 1e-3
     for _ in range(steps):
         rp = pts @ rot.T
@@ -247,18 +250,25 @@ def _refine_rigid(lm, arrays, rot, trans, size, steps):
     return rot, trans
 
 
-def _rigid(lm, arrays, size, init=None):
-    """Similarity initialisation (or the warm start `init`, when it fits the stable landmarks better) + LM."""
-    rot, trans = _similarity_init(lm, arrays, size)
+def _rigid(lm, arrays, size, init=None, exclude=None):
+    """Similarity initialisation (or the warm start `init`, when it fits the stable landmarks better) + LM.
+
+    `exclude` (`[468]` bool) drops landmarks known to be wrong (on the matte's background) from the fit, unless
+    fewer than half of the stable ones would remain.
+    """
+    stable = arrays.stable
+    if exclude is not None and (~exclude[stable]).sum() >= 0.5 * len(stable):
+        stable = stable[~exclude[stable]]
+    rot, trans = _similarity_init(lm, arrays, size, stable)
     if init is not None:
         warm = np.asarray(init[0], float), np.asarray(init[1], float)
 
         def cost(r, t):
-            return np.linalg.norm(_project(arrays.face[arrays.stable], r, t, size) - lm[arrays.stable, :2], axis=1).mean()
+            return np.linalg.norm(_project(arrays.face[stable], r, t, size) - lm[stable, :2], axis=1).mean()
 
         if cost(*warm) < cost(rot, trans):
-            return _refine_rigid(lm, arrays, *warm, size, WARM_RIGID_STEPS)
-    return _refine_rigid(lm, arrays, rot, trans, size, RIGID_STEPS)
+            return _refine_rigid(lm, arrays, *warm, size, WARM_RIGID_STEPS, stable)
+    return _refine_rigid(lm, arrays, rot, trans, size, RIGID_STEPS, stable)
 
 
 def _expression(lm, arrays, rot, trans, size):
@@ -333,8 +343,9 @@ def fit_open_head(
         pose (`tuple` of `[3, 3]`, `[3]`, *optional*): a fixed pose (e.g. temporally smoothed): skips the rigid fit.
         mask (`np.ndarray` of shape `[image_size, image_size]`, *optional*): the crop's foreground matte in [0, 1].
             When given, the expression fit also makes the head's outline follow the matte's edge (landmarks on the
-            background are tucked behind the outline; see `fhavatar.tracking.silhouette`). The errors stay measured
-            against `landmarks`.
+            background are tucked behind the outline; see `fhavatar.tracking.silhouette`), and the face's hidden side
+            is rebuilt from its seen side (`mirror_hidden_side`); both only when the matte is trusted
+            (`matte_trusted`). The errors stay measured against `landmarks`.
 
     Returns:
         `OpenHeadFit`.
@@ -343,8 +354,12 @@ def fit_open_head(
     head = head if head is not None else OpenHead()
     arrays = _arrays(head)
     foreground = check_mask(mask, image_size) if mask is not None else None
+    trusted = foreground is not None and matte_trusted(lm, foreground)
+    # Landmarks on a trusted matte's background are guesses (Face Mesh's hidden side of a turned face): they pull
+    # the pose toward a smaller rotation, so the rigid fit leaves them out.
+    unobserved = on_background(lm, foreground) if trusted else None
     if pose is None:
-        rot, trans = _rigid(lm, arrays, image_size, init)
+        rot, trans = _rigid(lm, arrays, image_size, init, unobserved)
     else:
         rot, trans = np.asarray(pose[0], float), np.asarray(pose[1], float)
     if not trans[2] > 0:
@@ -355,8 +370,18 @@ def fit_open_head(
         targets = silhouette_targets(lm, foreground, head, _camera(rot, trans),
                                      lambda t: _expression(t, arrays, rot, trans, image_size))
     expression = _expression(targets, arrays, rot, trans, image_size)
+    own = None
+    if trusted:
+        expression, own = mirror_hidden_side(expression, head, _camera(rot, trans), image_size, unobserved,
+                                              foreground)
     rest = arrays.rest(expression)
     eyes = _eyes(lm, arrays, rot, trans, rest, image_size)
+    if own is not None:
+        # A hidden eye's iris landmark is a guess too: it looks where the seen eye looks (same gaze, not mirrored).
+        seen_eye = [own[list(contour)].mean() >= 0.5 for contour in _EYE_CONTOURS_BY_EYE]
+        for e in range(2):
+            if not seen_eye[e] and seen_eye[1 - e]:
+                eyes[e] = eyes[1 - e]
     error = _reprojection(lm, arrays.landmarks(rest, eyes), rot, trans, image_size)
     return OpenHeadFit(rot, trans, expression, eyes, error, rigid_error)
 

@@ -19,6 +19,12 @@ foreground matte (`segment_foreground`):
 
 Distances are given for a 512-pixel crop and scale with the crop size. When more than `MAX_OUTSIDE_FRACTION` of the
 landmarks lie on the background the matte is not trusted and the targets are left as they are.
+
+`mirror_hidden_side` then applies the symmetry prior (the one the avatar's texture uses, paper §3.4) to the
+geometry: Face Mesh's landmarks of the side a turned face hides are guesses (a near-profile's far eye and brow are
+squashed toward the profile, in 3D too), so a face vertex the camera sees worse than its mirror partner takes the
+partner's displacement, reflected in x, in proportion to how badly it is seen. Well-seen vertices keep their own;
+seen ones keep their pixels (only their depth follows the mirror), so the source view does not change.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
 from scipy import ndimage
+from torch import Tensor
 
 from ..head.open_head import NUM_FACE_VERTICES, OpenHead, OpenHeadParams
 from ..rendering.cameras import Camera
@@ -41,7 +48,11 @@ __all__ = [
     "SILHOUETTE_INSET",
     "SILHOUETTE_SNAP",
     "SILHOUETTE_STEPS",
+    "MIRROR_FULL_QUALITY",
     "check_mask",
+    "matte_trusted",
+    "mirror_hidden_side",
+    "on_background",
     "silhouette_targets",
 ]
 
@@ -70,6 +81,12 @@ _OUTLINE_BAND = 2.0
 _DEPTH_TOLERANCE = 0.01
 #: Foreground threshold of the matte.
 _FOREGROUND = 0.5
+#: A face vertex seen at least this well (visible, and this cosine between its normal and the direction to the
+#: camera) keeps its own displacement in `mirror_hidden_side`; below, it leans toward its better-seen mirror
+#: partner's, linearly, and takes it whole when hidden.
+MIRROR_FULL_QUALITY = 0.3
+#: Averaging passes of the mirror weights over the face mesh (no seam where hidden meets seen).
+_MIRROR_SMOOTHING = 2
 
 _LAPLACIANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -98,11 +115,136 @@ def _face_laplacian(head: OpenHead) -> sp.csr_matrix:  # [468, 468]
     return _LAPLACIANS[head]
 
 
+def _posed(head: OpenHead, expression: np.ndarray) -> Tensor:  # [468, 3] -> [1, V, 3]
+    """OpenHead's vertices with the expression displacements `expression` and zero pose (the fit's head)."""
+    like = head.template_vertices
+    zeros = torch.zeros(1, 3, dtype=like.dtype, device=like.device)
+    params = OpenHeadParams(torch.as_tensor(expression, dtype=like.dtype, device=like.device)[None], zeros, zeros,
+                            torch.zeros(1, 2, 3, dtype=like.dtype, device=like.device), zeros, zeros)
+    with torch.no_grad():
+        return head(params)
+
+
+def _seen_face_vertices(head: OpenHead, vertices: Tensor, camera: Camera, size: int):
+    """Pixels `[468, 2]`, visibility `[468]` bool (depth test against the whole head) and z-buffer `[S, S]`."""
+    from ..models.visibility import mesh_depth  # the mesh z-buffer of the visibility test
+
+    with torch.no_grad():
+        depth = mesh_depth(vertices, head.faces, camera, size, size)[0, 0].cpu().double().numpy()
+        pix, z = camera.to(device=vertices.device, dtype=vertices.dtype).project(vertices[:, :NUM_FACE_VERTICES],
+                                                                                size, size)
+    pix, z = pix[0].cpu().double().numpy(), z[0].cpu().double().numpy()
+    covered = np.isfinite(depth)
+    visible = z <= _lookup(np.where(covered, depth, np.inf), pix) + _DEPTH_TOLERANCE
+    return pix, visible, depth
+
+
+def mirror_hidden_side(
+    expression: np.ndarray,  # [468, 3] head-space displacements of the face vertices
+    head: OpenHead,
+    camera: Camera,  # the fitted crop camera (batch 1)
+    image_size: int,
+    unobserved: np.ndarray | None = None,  # [468] bool
+    foreground: np.ndarray | None = None,  # [S, S] bool
+) -> tuple[np.ndarray, np.ndarray]:  # [468, 3], [468]
+    """The symmetry prior on the fitted face (module docstring): badly seen vertices take their mirror's displacement.
+
+    A vertex's quality `q` is its cosine to the camera where the depth test sees it and its landmark was observed,
+    else 0. Its own weight is `clip(q / MIRROR_FULL_QUALITY, 0, 1)` when its mirror partner is seen better (1
+    otherwise), averaged over its mesh neighbours `_MIRROR_SMOOTHING` times; the blend is
+    `w e + (1 - w) reflect(e[mirror])`. A vertex seen with an observed landmark keeps its pixel and takes only the
+    blend's camera depth (the source view keeps what the photo shows; the far side is no longer squashed in
+    depth); the others take the blend whole.
+
+    Args:
+        expression (`np.ndarray` of shape `[468, 3]`): fitted displacements (`OpenHeadParams.expression`).
+        head (`OpenHead`): the fitted model (its `mirror_vertex` pairs).
+        camera (`Camera`): the fitted crop camera around the canonical head.
+        image_size (`int`): crop side in pixels (the depth test runs at this resolution).
+        unobserved (`np.ndarray` of shape `[468]`, bool, *optional*): vertices whose landmarks are known to be
+            wrong (they lay on the matte's background: `silhouette_targets` moved them); treated as hidden.
+        foreground (`np.ndarray` of shape `[image_size, image_size]`, bool, *optional*): the crop's foreground; a
+            moved vertex that would show on its background (the symmetric far side of a face deeper than the template,
+            or of an under-rotated fit, pokes out beyond the profile) goes `SILHOUETTE_INSET` pixels inside it, at
+            its camera depth.
+
+    Returns:
+        `(expression [468, 3], own_weight [468])`: the symmetrised displacements and each vertex's own weight.
+    """
+    expression = np.asarray(expression, dtype=np.float64)
+    vertices = _posed(head, expression)
+    _, visible, _ = _seen_face_vertices(head, vertices, camera, image_size)
+    if unobserved is not None:
+        visible &= ~np.asarray(unobserved, dtype=bool)
+    with torch.no_grad():
+        points = vertices[0, :NUM_FACE_VERTICES]
+        normals = head.vertex_normals(vertices)[0, :NUM_FACE_VERTICES]
+        to_camera = torch.nn.functional.normalize(camera.position.to(points)[0] - points, dim=-1)
+        cosine = (normals * to_camera).sum(-1).cpu().double().numpy()
+    quality = np.where(visible, np.clip(cosine, 0.0, None), 0.0)
+    mirror = head.mirror_vertex[:NUM_FACE_VERTICES].cpu().numpy()
+    if (mirror >= NUM_FACE_VERTICES).any():
+        raise ValueError("`head.mirror_vertex` pairs face vertices with non-face vertices; the head is not an OpenHead.")
+    own = np.where(quality[mirror] > quality, np.clip(quality / MIRROR_FULL_QUALITY, 0.0, 1.0), 1.0)
+    laplacian = _face_laplacian(head)
+    degree = laplacian.diagonal()
+    adjacency = sp.diags(degree) - laplacian
+    for _ in range(_MIRROR_SMOOTHING):
+        own = (own + adjacency @ own) / (1.0 + degree)
+    own = np.where(mirror == np.arange(NUM_FACE_VERTICES), 1.0, own)  # the midline is its own mirror
+    reflected = expression[mirror] * np.array([-1.0, 1.0, 1.0])
+    mirrored = own[:, None] * expression + (1.0 - own[:, None]) * reflected
+    # A vertex seen where its landmark was observed keeps its pixel (the photo shows it there, if only as a point of
+    # the outline) and takes only the mirrored depth; the others move whole.
+    template = head.template_vertices[:NUM_FACE_VERTICES].detach().cpu().double().numpy()
+    frame = _PixelFrame(camera, image_size)
+    before, after = frame.to_pixels(template + expression), frame.to_pixels(template + mirrored)
+    target = np.where(visible[:, None], np.concatenate([before[:, :2], after[:, 2:]], 1), after)
+    if foreground is not None and foreground.any():
+        # A moved vertex that would show on the background goes to the nearest pixel well inside the foreground at
+        # its depth, as `silhouette_targets` does with the landmarks.
+        outside = ~visible & (own < 1.0) & ~_lookup(foreground, target[:, :2])
+        if outside.any():
+            target[outside, :2], _ = _inside_targets(target[outside, :2], foreground,
+                                                     SILHOUETTE_INSET * image_size / _REFERENCE_SIZE)
+    return frame.to_head(target) - template, own
+
+
+class _PixelFrame:
+    """Head space <-> (pixel x, pixel y, camera depth) of one camera on a square `size` image."""
+
+    def __init__(self, camera: Camera, size: int) -> None:
+        cam = camera.to(dtype=torch.float64, device="cpu")
+        self.world2cam = cam.world2cam[0].numpy()
+        self.intrinsics = cam.pixel_intrinsics(size, size)[0].numpy()
+
+    def to_pixels(self, points: np.ndarray) -> np.ndarray:  # [N, 3] head space -> [N, 3] (x, y, depth)
+        in_camera = points @ self.world2cam[:3, :3].T + self.world2cam[:3, 3]
+        pix = in_camera @ self.intrinsics.T
+        return np.concatenate([pix[:, :2] / pix[:, 2:3], in_camera[:, 2:]], 1)
+
+    def to_head(self, pixels: np.ndarray) -> np.ndarray:  # [N, 3] (x, y, depth) -> [N, 3] head space
+        rays = np.concatenate([pixels[:, :2], np.ones((len(pixels), 1))], 1) @ np.linalg.inv(self.intrinsics).T
+        return (rays * pixels[:, 2:] - self.world2cam[:3, 3]) @ self.world2cam[:3, :3]
+
+
 def _lookup(image: np.ndarray, points: np.ndarray) -> np.ndarray:  # [H, W], [N, 2] pixels -> [N]
     """Values of the pixels holding `points` (x right, y down; pixel (r, c) spans [c, c+1] x [r, r+1])."""
     rows = np.clip(np.floor(points[:, 1]).astype(int), 0, image.shape[0] - 1)
     cols = np.clip(np.floor(points[:, 0]).astype(int), 0, image.shape[1] - 1)
     return image[rows, cols]
+
+
+def on_background(landmarks: np.ndarray, foreground: np.ndarray) -> np.ndarray:  # [478 or 468, >=2], [S, S] -> [468]
+    """Which of the 468 face landmarks (crop pixels) lie on the matte's background (bool `[468]`)."""
+    return ~_lookup(foreground, np.asarray(landmarks)[:NUM_FACE_VERTICES, :2])
+
+
+def matte_trusted(landmarks: np.ndarray, foreground: np.ndarray) -> bool:  # [478, >=2], [S, S] bool
+    """Whether the matte has an edge and at most `MAX_OUTSIDE_FRACTION` of the face landmarks lie on its background."""
+    if foreground.all() or not foreground.any():
+        return False
+    return bool(on_background(landmarks, foreground).mean() <= MAX_OUTSIDE_FRACTION)
 
 
 def _inside_targets(points: np.ndarray, foreground: np.ndarray, inset: float) -> tuple[np.ndarray, np.ndarray]:
@@ -137,13 +279,11 @@ def silhouette_targets(
     Returns:
         `np.ndarray` of shape `[478, 3]`: corrected targets (the landmarks themselves when the matte is not trusted).
     """
-    from ..models.visibility import mesh_depth  # the mesh z-buffer of the visibility test
-
     size = foreground.shape[0]
     scale = size / _REFERENCE_SIZE
     face = landmarks[:NUM_FACE_VERTICES, :2]
-    outside = ~_lookup(foreground, face)
-    if foreground.all() or not foreground.any() or outside.mean() > MAX_OUTSIDE_FRACTION:
+    outside = on_background(landmarks, foreground)
+    if not matte_trusted(landmarks, foreground):
         logger.info("silhouette fit skipped: the matte has no edge, or %d of %d face landmarks lie on the background "
                     "(matte not trusted)", int(outside.sum()), NUM_FACE_VERTICES)
         return landmarks
@@ -152,21 +292,12 @@ def silhouette_targets(
     # Signed distance to the matte's edge, positive on the background.
     edge_distance = ndimage.distance_transform_edt(~foreground) - ndimage.distance_transform_edt(foreground)
     snap_limit, laplacian = SILHOUETTE_SNAP * scale, _face_laplacian(head)
-    like = head.template_vertices
     for _ in range(SILHOUETTE_STEPS):
-        expression = torch.as_tensor(fit_expression(targets), dtype=like.dtype, device=like.device)[None]
-        zeros = torch.zeros(1, 3, dtype=like.dtype, device=like.device)
-        params = OpenHeadParams(expression, zeros, zeros, torch.zeros(1, 2, 3, dtype=like.dtype, device=like.device),
-                                zeros, zeros)
-        with torch.no_grad():
-            vertices = head(params)
-            depth = mesh_depth(vertices, head.faces, camera, size, size)[0, 0].cpu().double().numpy()
-            pix, z = camera.to(device=like.device, dtype=like.dtype).project(vertices[:, :NUM_FACE_VERTICES], size, size)
-        pix, z = pix[0].cpu().double().numpy(), z[0].cpu().double().numpy()
+        vertices = _posed(head, fit_expression(targets))
+        pix, visible, depth = _seen_face_vertices(head, vertices, camera, size)
         covered = np.isfinite(depth)
         coverage_distance = ndimage.distance_transform_edt(~covered) - ndimage.distance_transform_edt(covered)
         grad_y, grad_x = np.gradient(ndimage.gaussian_filter(coverage_distance, 1.0))
-        visible = z <= _lookup(np.where(covered, depth, np.inf), pix) + _DEPTH_TOLERANCE
         on_outline = visible & (_lookup(coverage_distance, pix) > -_OUTLINE_BAND * scale)
         gap = _lookup(edge_distance, pix) + OUTLINE_INSET * scale
         snap = on_outline & (np.abs(gap) <= snap_limit) & (np.abs(gap) > 0.5)

@@ -212,7 +212,7 @@ def test_save_pretrained_round_trip(scene, tmp_path):
     "kwargs",
     [{"render_resolution": 8}, {"opacity": 1.5}, {"tangent_scale": 0}, {"min_cosine": 1.0},
      {"hair_color": (1, 2)}, {"silhouette_margin": -1}, {"refine_steps": -1}, {"refine_steps": 2.0},
-     {"refine_damping": 0.0}, {"refine_min_alpha": 1.5}],
+     {"refine_damping": 0.0}, {"refine_min_alpha": 1.5}, {"edge_feather": 0.5}],
 )
 def test_config_validation(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
@@ -300,3 +300,54 @@ def test_colour_refinement_fits_the_photo(scene):
         errors.append(((out.image[0] - photo[0]) ** 2)[:, inside].mean().item())
     assert errors[0] > errors[1] > errors[2]
     assert -10 * math.log10(errors[2]) > -10 * math.log10(errors[0]) + 2.0  # at least 2 dB sharper
+
+
+def test_seam_feathering_weights_colours_by_confidence(scene):
+    """An unseen texel next to the seen area takes the seen colours weighted by their confidence: a barely trusted
+    rim texel (here green, confidence 0.01) does not tint it, while confident (red) ones do."""
+    _, layout, _, _ = scene
+    red, green, blue = torch.tensor([1.0, 0, 0]), torch.tensor([0, 1.0, 0]), torch.tensor([0, 0, 1.0])
+    block = torch.zeros(K, K, dtype=torch.bool)
+    block[2:14, 0:8] = True
+    assert layout.valid[2:14, 0:16].all()
+    projected = red[None, :, None, None].expand(1, 3, K, K).clone()
+    confidence = block.float()[None, None].clone()
+    rim = torch.zeros(K, K, dtype=torch.bool)
+    rim[2:14:2, 7] = True  # every other texel of the seen area's right border
+    projected[0, :, rim] = green[:, None]
+    confidence[0, 0, rim] = 0.01
+    defaults = blue[None, :, None, None].expand(1, 3, K, K)
+    colors = ProjectionAvatarModel._compose(layout, projected, block[None, None], confidence, defaults, rings=3)[0]
+    beside = colors[:, 4:12, 8]  # the unseen column next to the rim
+    assert (beside[1] < 0.03).all()  # no green
+    assert (beside[0] > 0.2).all() and (beside[2] > 0.2).all()  # red feathered over the blue default
+    torch.testing.assert_close(colors[:, 2:14, 0:6], projected[0, :, 2:14, 0:6])  # seen texels keep their colour
+
+
+def test_edge_feather_discounts_colours_at_the_outline(scene, front_photo):
+    """Photo pixels just inside the mask's outline (painted green here: a rim mixing head and background) reach
+    far fewer texels with `edge_feather`; colours away from the outline are the same either way."""
+    head, layout, params, _ = scene
+    camera, vertices = _front(), head(params)
+    photo, _ = front_photo
+    inside = torch.isfinite(mesh_depth(vertices, head.faces, camera, PHOTO, PHOTO))
+    eroded = -F.max_pool2d(-inside.float(), 7, 1, 3) > 0.5  # 3 px inside the outline
+    rim = inside & ~eroded
+    image = torch.where(rim, torch.tensor([0.0, 1.0, 0.0])[None, :, None, None], photo)
+    mask = inside.float()
+
+    def greenness(colors):  # texels whose colour is mostly the rim's green
+        return int(((colors[0, 1] - colors[0, [0, 2]].max(0).values) > 0.3).sum())
+
+    plain = ProjectionAvatarModel(refine_steps=0, edge_feather=0.0)(image, camera, vertices, layout, mask=mask).colors
+    feathered = ProjectionAvatarModel(refine_steps=0, edge_feather=0.1)(image, camera, vertices, layout, mask=mask)  # 13 px
+    assert greenness(plain) > 20
+    assert greenness(feathered.colors) < 0.3 * greenness(plain)
+    # Texels projecting well inside (beyond the feather) keep the same colour.
+    uv, _ = project_texels(layout, vertices, camera, PHOTO, PHOTO)
+    deep = -F.max_pool2d(-inside.float(), 2 * 15 + 1, 1, 15)[0, 0] > 0.5
+    cols, rows = uv[0, ..., 0].long().clamp(0, PHOTO - 1), uv[0, ..., 1].long().clamp(0, PHOTO - 1)
+    facing = texel_facing(layout, vertices, camera)[0] > 0.6
+    core = deep[rows, cols] & facing & layout.region("face")
+    assert core.sum() > 50
+    torch.testing.assert_close(feathered.colors[0][:, core], plain[0][:, core])
