@@ -87,6 +87,8 @@ _FOREGROUND = 0.5
 MIRROR_FULL_QUALITY = 0.3
 #: Averaging passes of the mirror weights over the face mesh (no seam where hidden meets seen).
 _MIRROR_SMOOTHING = 2
+#: Largest z-buffer side of the visibility test in `mirror_hidden_side`.
+_MIRROR_DEPTH_SIZE = 256
 
 _LAPLACIANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -160,7 +162,7 @@ def mirror_hidden_side(
         expression (`np.ndarray` of shape `[468, 3]`): fitted displacements (`OpenHeadParams.expression`).
         head (`OpenHead`): the fitted model (its `mirror_vertex` pairs).
         camera (`Camera`): the fitted crop camera around the canonical head.
-        image_size (`int`): crop side in pixels (the depth test runs at this resolution).
+        image_size (`int`): crop side in pixels (of `foreground`; the depth test runs at most at 256).
         unobserved (`np.ndarray` of shape `[468]`, bool, *optional*): vertices whose landmarks are known to be
             wrong (they lay on the matte's background: `silhouette_targets` moved them); treated as hidden.
         foreground (`np.ndarray` of shape `[image_size, image_size]`, bool, *optional*): the crop's foreground; a
@@ -173,7 +175,8 @@ def mirror_hidden_side(
     """
     expression = np.asarray(expression, dtype=np.float64)
     vertices = _posed(head, expression)
-    _, visible, _ = _seen_face_vertices(head, vertices, camera, image_size)
+    # Which vertices the camera sees needs no fine z-buffer (the landmarks' spacing is several pixels at 256).
+    _, visible, _ = _seen_face_vertices(head, vertices, camera, min(image_size, _MIRROR_DEPTH_SIZE))
     if unobserved is not None:
         visible &= ~np.asarray(unobserved, dtype=bool)
     with torch.no_grad():
