@@ -174,6 +174,14 @@ def mirror_hidden_side(
         `(expression [468, 3], own_weight [468])`: the symmetrised displacements and each vertex's own weight.
     """
     expression = np.asarray(expression, dtype=np.float64)
+    if expression.shape != (NUM_FACE_VERTICES, 3) or not np.isfinite(expression).all():
+        raise ValueError(f"`expression` must be finite face displacements of shape [{NUM_FACE_VERTICES}, 3], got "
+                         f"{list(expression.shape)}.")
+    if unobserved is not None and np.shape(unobserved) != (NUM_FACE_VERTICES,):
+        raise ValueError(f"`unobserved` must be a bool mask of shape [{NUM_FACE_VERTICES}], got {list(np.shape(unobserved))}.")
+    if foreground is not None and np.shape(foreground) != (image_size, image_size):
+        raise ValueError(f"`foreground` must be the crop's matte of shape [{image_size}, {image_size}], got "
+                         f"{list(np.shape(foreground))}.")
     vertices = _posed(head, expression)
     # Which vertices the camera sees needs no fine z-buffer (the landmarks' spacing is several pixels at 256).
     _, visible, _ = _seen_face_vertices(head, vertices, camera, min(image_size, _MIRROR_DEPTH_SIZE))

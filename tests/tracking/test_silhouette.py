@@ -191,3 +191,16 @@ def test_on_background_and_matte_trust(head, turned):
     assert matte_trusted(landmarks, foreground)
     assert not matte_trusted(landmarks, np.ones_like(foreground))
     assert not matte_trusted(landmarks, np.zeros_like(foreground))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"expression": np.zeros((10, 3))}, "expression"),
+    ({"expression": np.full((NUM_FACE_VERTICES, 3), np.nan)}, "expression"),
+    ({"unobserved": np.zeros(5, bool)}, "unobserved"),
+    ({"foreground": np.ones((8, 8), bool)}, "foreground"),
+])
+def test_mirror_hidden_side_errors(head, kwargs, match):
+    args = {"expression": np.zeros((NUM_FACE_VERTICES, 3)), "head": head, "camera": Camera.look_at((0.0, 0.0, 2.7)),
+            "image_size": SIZE, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        mirror_hidden_side(**args)
