@@ -62,7 +62,8 @@ def _box_blur(maps: Tensor, valid: Tensor, radius: int) -> Tensor:  # [B, C, K, 
 
 
 def _inner_ramp(inside: Tensor, width: int) -> Tensor:  # [B, 1, H, W] bool -> [B, 1, H, W] in [0, 1]
-    """0 outside the region, rising linearly to 1 at `width` pixels inside it (mean of `width` nested erosions)."""
+    """Mean of `width` nested 3x3 erosions of the region: 0 outside it and on its outermost pixels, then rising by
+    `1 / width` per pixel inward, 1 from `width + 1` pixels in."""
     current = inside.float()
     total = torch.zeros_like(current)
     for _ in range(width):

@@ -281,6 +281,11 @@ def _expression(lm, arrays, rot, trans, size):
     z = depth + DEPTH_BLEND * (mp_depth - depth)
     cam = np.concatenate([(lm[:468, :2] - size / 2.0) / f * z[:, None], z[:, None]], 1)
     expression = (cam - trans) @ rot - arrays.face
+    return _clamp_expression(expression, arrays)
+
+
+def _clamp_expression(expression, arrays):
+    """Each displacement shortened to at most `MAX_EXPRESSION_CM`."""
     norm = np.linalg.norm(expression, axis=1, keepdims=True)
     return expression * np.minimum(1.0, arrays.max_expression / np.maximum(norm, 1e-12))
 
@@ -374,6 +379,7 @@ def fit_open_head(
     if trusted:
         expression, own = mirror_hidden_side(expression, head, _camera(rot, trans), image_size, unobserved,
                                               foreground)
+        expression = _clamp_expression(expression, arrays)  # tucking can lengthen a displacement
     rest = arrays.rest(expression)
     eyes = _eyes(lm, arrays, rot, trans, rest, image_size)
     if own is not None:

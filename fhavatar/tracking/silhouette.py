@@ -81,9 +81,9 @@ _OUTLINE_BAND = 2.0
 _DEPTH_TOLERANCE = 0.01
 #: Foreground threshold of the matte.
 _FOREGROUND = 0.5
-#: A face vertex seen at least this well (visible, and this cosine between its normal and the direction to the
-#: camera) keeps its own displacement in `mirror_hidden_side`; below, it leans toward its better-seen mirror
-#: partner's, linearly, and takes it whole when hidden.
+#: In `mirror_hidden_side`, a face vertex seen at least this well (visible, and this cosine between its normal and
+#: the direction to the camera) keeps its own displacement (before the weights are smoothed over the mesh); below,
+#: it leans toward its mirror partner's as the partner is seen better, and takes it whole when hidden.
 MIRROR_FULL_QUALITY = 0.3
 #: Averaging passes of the mirror weights over the face mesh (no seam where hidden meets seen).
 _MIRROR_SMOOTHING = 2
@@ -152,8 +152,8 @@ def mirror_hidden_side(
     """The symmetry prior on the fitted face (module docstring): badly seen vertices take their mirror's displacement.
 
     A vertex's quality `q` is its cosine to the camera where the depth test sees it and its landmark was observed,
-    else 0. Its own weight is `clip(q / MIRROR_FULL_QUALITY, 0, 1)` when its mirror partner is seen better (1
-    otherwise), averaged over its mesh neighbours `_MIRROR_SMOOTHING` times; the blend is
+    else 0. Its own weight is `max(clip(q / F), 1 - clip((q_mirror - q) / F))` (`F = MIRROR_FULL_QUALITY`, clip to
+    [0, 1]), averaged over its mesh neighbours `_MIRROR_SMOOTHING` times; the blend is
     `w e + (1 - w) reflect(e[mirror])`. A vertex seen with an observed landmark keeps its pixel and takes only the
     blend's camera depth (the source view keeps what the photo shows; the far side is no longer squashed in
     depth); the others take the blend whole.
@@ -179,9 +179,12 @@ def mirror_hidden_side(
                          f"{list(expression.shape)}.")
     if unobserved is not None and np.shape(unobserved) != (NUM_FACE_VERTICES,):
         raise ValueError(f"`unobserved` must be a bool mask of shape [{NUM_FACE_VERTICES}], got {list(np.shape(unobserved))}.")
-    if foreground is not None and np.shape(foreground) != (image_size, image_size):
-        raise ValueError(f"`foreground` must be the crop's matte of shape [{image_size}, {image_size}], got "
-                         f"{list(np.shape(foreground))}.")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
+        raise ValueError(f"`image_size` must be the crop side in pixels (an int >= 8), got {image_size!r}.")
+    if not isinstance(camera, Camera) or len(camera) != 1:
+        raise ValueError("`camera` must be the fitted crop camera (a fhavatar.rendering.Camera holding one camera).")
+    if foreground is not None:
+        _check_foreground(foreground, "foreground", image_size)
     vertices = _posed(head, expression)
     # Which vertices the camera sees needs no fine z-buffer (the landmarks' spacing is several pixels at 256).
     _, visible, _ = _seen_face_vertices(head, vertices, camera, min(image_size, _MIRROR_DEPTH_SIZE))
@@ -196,7 +199,10 @@ def mirror_hidden_side(
     mirror = head.mirror_vertex[:NUM_FACE_VERTICES].cpu().numpy()
     if (mirror >= NUM_FACE_VERTICES).any():
         raise ValueError("`head.mirror_vertex` pairs face vertices with non-face vertices; the head is not an OpenHead.")
-    own = np.where(quality[mirror] > quality, np.clip(quality / MIRROR_FULL_QUALITY, 0.0, 1.0), 1.0)
+    # Continuous in both qualities: 1 when seen well or no worse than the partner, 0 when hidden and the partner
+    # is seen well (two barely seen partners keep most of their own).
+    own = np.maximum(np.clip(quality / MIRROR_FULL_QUALITY, 0.0, 1.0),
+                     1.0 - np.clip((quality[mirror] - quality) / MIRROR_FULL_QUALITY, 0.0, 1.0))
     laplacian = _face_laplacian(head)
     degree = laplacian.diagonal()
     adjacency = sp.diags(degree) - laplacian
@@ -246,13 +252,25 @@ def _lookup(image: np.ndarray, points: np.ndarray) -> np.ndarray:  # [H, W], [N,
     return image[rows, cols]
 
 
+def _check_foreground(foreground, name: str = "foreground", size: int | None = None) -> None:
+    """A thresholded matte: a square 2D bool array (`check_mask` makes one from probabilities)."""
+    shape = np.shape(foreground)
+    if not isinstance(foreground, np.ndarray) or foreground.dtype != bool or len(shape) != 2 or shape[0] != shape[1]:
+        raise ValueError(f"`{name}` must be a square bool array (threshold a matte with `check_mask`), got "
+                         f"{getattr(foreground, 'dtype', type(foreground).__name__)} of shape {list(shape)}.")
+    if size is not None and shape != (size, size):
+        raise ValueError(f"`{name}` must be the crop's matte of shape [{size}, {size}], got {list(shape)}.")
+
+
 def on_background(landmarks: np.ndarray, foreground: np.ndarray) -> np.ndarray:  # [478 or 468, >=2], [S, S] -> [468]
     """Which of the 468 face landmarks (crop pixels) lie on the matte's background (bool `[468]`)."""
+    _check_foreground(foreground)
     return ~_lookup(foreground, np.asarray(landmarks)[:NUM_FACE_VERTICES, :2])
 
 
 def matte_trusted(landmarks: np.ndarray, foreground: np.ndarray) -> bool:  # [478, >=2], [S, S] bool
     """Whether the matte has an edge and at most `MAX_OUTSIDE_FRACTION` of the face landmarks lie on its background."""
+    _check_foreground(foreground)
     if foreground.all() or not foreground.any():
         return False
     return bool(on_background(landmarks, foreground).mean() <= MAX_OUTSIDE_FRACTION)

@@ -134,8 +134,18 @@ def test_hidden_side_is_rebuilt_from_the_seen_side(head, turned, monkeypatch):
     # Measured 0.74: the fit stays under-rotated (54° of 60°), so part of the rebuilt side must still be tucked
     # behind the profile.
     assert error_mirrored < 0.8 * error_outline
-    # The hidden eye looks where the seen one looks.
-    np.testing.assert_array_equal(mirrored.eyes[0], mirrored.eyes[1])
+    # ... and tucked it is: the rebuilt side does not show on the background (without the tuck: 22 -> 370 pixels).
+    ghost_outline, _ = _ghost_and_miss(head, outline_only, foreground, landmarks)
+    ghost_mirrored, _ = _ghost_and_miss(head, mirrored, foreground, landmarks)
+    assert ghost_mirrored <= ghost_outline + 40
+    # The hidden eye looks where the seen one looks, and the seen one keeps its own fit.
+    seen_eye = int(np.argmin(landmarks[[473, 468], 2]))  # OpenHeadParams.eyes order; the nearer iris is seen
+    arrays = fit_module._arrays(head)
+    own_fit = fit_module._eyes(landmarks, arrays, mirrored.rotation, mirrored.translation,
+                               arrays.rest(mirrored.expression), SIZE)
+    np.testing.assert_array_equal(mirrored.eyes[seen_eye], own_fit[seen_eye])
+    np.testing.assert_array_equal(mirrored.eyes[1 - seen_eye], own_fit[seen_eye])
+    assert not np.array_equal(own_fit[1 - seen_eye], own_fit[seen_eye])  # the copy changed something
 
 
 @pytest.mark.parametrize("yaw", [0.0, 35.0, 70.0])
@@ -191,9 +201,13 @@ def test_on_background_and_matte_trust(head, turned):
     assert matte_trusted(landmarks, foreground)
     assert not matte_trusted(landmarks, np.ones_like(foreground))
     assert not matte_trusted(landmarks, np.zeros_like(foreground))
+    with pytest.raises(ValueError, match="bool"):
+        on_background(landmarks, foreground.astype(np.uint8))  # 0/1 integers would invert to 254/255
 
 
 @pytest.mark.parametrize("kwargs, match", [
+    ({"foreground": np.ones((SIZE, SIZE), np.uint8)}, "bool"),
+    ({"image_size": 3}, "image_size"),
     ({"expression": np.zeros((10, 3))}, "expression"),
     ({"expression": np.full((NUM_FACE_VERTICES, 3), np.nan)}, "expression"),
     ({"unobserved": np.zeros(5, bool)}, "unobserved"),
