@@ -4,6 +4,10 @@ For every photo in ../shared/data/realfaces: track it (OpenHead), build the avat
 ProjectionAvatarModel, render it from the source camera and from 36 orbit angles, and print
 - PSNR of the source-view render against the aligned photo inside the tracked face mask (target >= 25 dB),
 - the smallest alpha inside the head silhouette over the 36 orbit views (target >= 0.99),
+- the frontal view's left-right agreement: PSNR between the front render (azimuth 0) and its mirror image inside
+  both silhouettes. Not a target: a proxy, to compare versions on one photo, for what the source-view PSNR cannot
+  see, a squashed or smeared half of a turned face. Real faces and their lighting are not symmetric (frontal photos
+  score 12-16 dB) and a half rebuilt by mirroring scores high by construction,
 and write out/realface_orbits/<photo>.png (the aligned photo next to 8 orbit views). The photos' licences
 (../shared/data/realfaces/MANIFEST.md) allow internal testing only, so these sheets stay out of the repository;
 docs/realface_orbits/ keeps the one made from the public-domain photo p01.
@@ -81,7 +85,11 @@ def evaluate(path: Path, head: OpenHead, layout: UVLayout, model: ProjectionAvat
         sheet.paste(tile, (i * size, 0))
     out_dir.mkdir(parents=True, exist_ok=True)
     sheet.save(out_dir / f"{path.stem}.png")
-    return psnr, min_alpha, elapsed
+    # Left-right agreement of the frontal view (the orbit starts at azimuth 0, on the head's symmetry plane).
+    front, front_alpha = orbit_images[0], orbit_alpha[0]
+    both = (front_alpha > 0.5) & (front_alpha.flip(-1) > 0.5)
+    symmetry = image_psnr(front[None], front.flip(-1)[None], mask=both[None, None].to(front)).item()
+    return psnr, min_alpha, symmetry, elapsed
 
 
 def main() -> None:
@@ -94,8 +102,9 @@ def main() -> None:
     layout = UVLayout(head, resolution=args.resolution)
     model = ProjectionAvatarModel()
     for path in sorted(PHOTOS.glob("p0*")):
-        psnr, min_alpha, seconds = evaluate(path, head, layout, model, args.size, args.out)
+        psnr, min_alpha, symmetry, seconds = evaluate(path, head, layout, model, args.size, args.out)
         print(f"{path.name:<52s} PSNR(face) {psnr:5.1f} dB   min alpha in head silhouette (36 views) {min_alpha:.3f}"
+              f"   front symmetry {symmetry:5.1f} dB"
               f"   {seconds:.1f} s")
 
 
