@@ -207,7 +207,7 @@ def test_frames_without_a_face_are_interpolated_and_counted(v01_frames, video_la
     blank = [8, 9, 10, 29]
     for i in blank:
         frames[i][:] = 0
-    with caplog.at_level(logging.INFO, logger="fhavatar.tracking.fit"):
+    with caplog.at_level(logging.INFO, logger="fhavatar.tracking.video"):
         tracks = track_video(np.stack(frames), video_landmarker, head)
     assert [i for i, t in enumerate(tracks) if not t.has_face] == blank
     assert "30 frames, 26 with a face, 4 interpolated" in caplog.text
