@@ -178,6 +178,20 @@ class Camera:
         v = k[:, None, 1, 1] * pc[..., 1] / safe_z + k[:, None, 1, 2]
         return torch.stack([u, v], dim=-1), z
 
+    def unproject(self, uv: Tensor, depth: Tensor, width: int, height: int) -> Tensor:  # -> [B, N, 3]
+        """World points at camera-space depth `depth` behind the pixels `uv` (the inverse of `project`).
+
+        Args:
+            uv (`Tensor` of shape `[B, N, 2]`): continuous pixel coordinates, as `project` returns them.
+            depth (`Tensor` of shape `[B, N]`): camera-space z.
+            width, height (`int`): image size in pixels.
+        """
+        k = self.pixel_intrinsics(width, height)
+        x = (uv[..., 0] - k[:, None, 0, 2]) / k[:, None, 0, 0] * depth
+        y = (uv[..., 1] - k[:, None, 1, 2]) / k[:, None, 1, 1] * depth
+        pc = torch.stack([x, y, depth], dim=-1)
+        return pc @ self.cam2world[:, :3, :3].transpose(1, 2) + self.cam2world[:, None, :3, 3]
+
     # ------------------------------------------------------------------ PanoHead labels
     def to_label(self) -> Tensor:  # [B, 25]
         """PanoHead/EG3D camera labels: flattened cam2world (16) followed by normalised intrinsics (9)."""

@@ -367,15 +367,12 @@ def fit_open_head(
     if not trans[2] > 0:
         raise ValueError(f"The fitted head lies behind the camera (depth {trans[2]:.3g}); the landmarks are not a face.")
     rigid_error = _reprojection(lm, arrays.neutral, rot, trans, image_size)
-    targets = lm
-    if foreground is not None:
-        targets = silhouette_targets(lm, foreground, head, _camera(rot, trans),
-                                     lambda t: _expression(t, arrays, rot, trans, image_size))
-    expression = _expression(targets, arrays, rot, trans, image_size)
-    own = None
+    expression, own = _expression(lm, arrays, rot, trans, image_size), None
     if trusted:
-        expression, own = mirror_hidden_side(expression, head, _camera(rot, trans), image_size, unobserved,
-                                              foreground)
+        camera = _camera(rot, trans)
+        targets = silhouette_targets(lm, foreground, head, camera, lambda t: _expression(t, arrays, rot, trans, image_size))
+        expression, own = mirror_hidden_side(_expression(targets, arrays, rot, trans, image_size), head, camera,
+                                             image_size, unobserved, foreground)
         expression = _clamp_expression(expression, arrays)  # tucking can lengthen a displacement
     rest = arrays.rest(expression)
     eyes = _eyes(lm, arrays, rot, trans, rest, image_size)

@@ -214,8 +214,13 @@ def mirror_hidden_side(
     # A vertex seen where its landmark was observed keeps its pixel (the photo shows it there, if only as a point of
     # the outline) and takes only the mirrored depth; the others move whole.
     template = head.template_vertices[:NUM_FACE_VERTICES].detach().cpu().double().numpy()
-    frame = _PixelFrame(camera, image_size)
-    before, after = frame.to_pixels(template + expression), frame.to_pixels(template + mirrored)
+    cam = camera.to(dtype=torch.float64, device="cpu")
+
+    def to_pixels(points: np.ndarray) -> np.ndarray:  # [468, 3] head space -> [468, 3] (pixel x, pixel y, depth)
+        uv, z = cam.project(torch.from_numpy(points), image_size, image_size)
+        return torch.cat([uv[0], z[0, :, None]], 1).numpy()
+
+    before, after = to_pixels(template + expression), to_pixels(template + mirrored)
     target = np.where(visible[:, None], np.concatenate([before[:, :2], after[:, 2:]], 1), after)
     if foreground is not None and foreground.any():
         # A moved vertex that would show on the background goes to the nearest pixel well inside the foreground at
@@ -224,25 +229,8 @@ def mirror_hidden_side(
         if outside.any():
             target[outside, :2], _ = _inside_targets(target[outside, :2], foreground,
                                                      SILHOUETTE_INSET * image_size / _REFERENCE_SIZE)
-    return frame.to_head(target) - template, own
-
-
-class _PixelFrame:
-    """Head space <-> (pixel x, pixel y, camera depth) of one camera on a square `size` image."""
-
-    def __init__(self, camera: Camera, size: int) -> None:
-        cam = camera.to(dtype=torch.float64, device="cpu")
-        self.world2cam = cam.world2cam[0].numpy()
-        self.intrinsics = cam.pixel_intrinsics(size, size)[0].numpy()
-
-    def to_pixels(self, points: np.ndarray) -> np.ndarray:  # [N, 3] head space -> [N, 3] (x, y, depth)
-        in_camera = points @ self.world2cam[:3, :3].T + self.world2cam[:3, 3]
-        pix = in_camera @ self.intrinsics.T
-        return np.concatenate([pix[:, :2] / pix[:, 2:3], in_camera[:, 2:]], 1)
-
-    def to_head(self, pixels: np.ndarray) -> np.ndarray:  # [N, 3] (x, y, depth) -> [N, 3] head space
-        rays = np.concatenate([pixels[:, :2], np.ones((len(pixels), 1))], 1) @ np.linalg.inv(self.intrinsics).T
-        return (rays * pixels[:, 2:] - self.world2cam[:3, 3]) @ self.world2cam[:3, :3]
+    target = torch.from_numpy(target)[None]
+    return cam.unproject(target[..., :2], target[..., 2], image_size, image_size)[0].numpy() - template, own
 
 
 def _lookup(image: np.ndarray, points: np.ndarray) -> np.ndarray:  # [H, W], [N, 2] pixels -> [N]

@@ -97,3 +97,16 @@ def test_invalid_constructor_arguments_raise():
         Camera.look_at((0.0, 0.0, 0.0))
     with pytest.raises(ValueError, match="PanoHead camera label"):
         Camera.from_label(torch.zeros(3, 24))
+
+
+def test_unproject_inverts_project():
+    cameras = Camera.cat([Camera.look_at([0.4, 0.3, 2.7]), Camera.look_at([-2.0, 0.5, 1.5])]).to(torch.float64)
+    points = torch.randn(2, 50, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.2
+    uv, depth = cameras.project(points, 320, 240)
+    # (1e-6: the look-at rotations are orthonormal to float32 precision; world2cam uses their transpose)
+    torch.testing.assert_close(cameras.unproject(uv, depth, 320, 240), points, atol=1e-6, rtol=0)
+    # a pixel's centre ray: the principal point at depth d lies on the optical axis, d in front of the camera
+    centre = cameras.unproject(torch.tensor([[[160.0, 120.0]]] * 2, dtype=torch.float64),
+                               torch.full((2, 1), 2.0, dtype=torch.float64), 320, 240)
+    axis = cameras.cam2world[:, :3, 2]
+    torch.testing.assert_close(centre[:, 0], cameras.position + 2.0 * axis)
