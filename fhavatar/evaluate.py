@@ -233,6 +233,25 @@ def _motion_metrics(gen_m: list, ref_m: list, size: int, sums: Sums, prefix: str
     return missed
 
 
+def _record(setting: str, clip: str, source: str, gen, ref, gen_m: list, ref_m: list, sums: Sums, totals: Sums,
+            counts: dict, per_clip: list, settings: EvalSettings, out: Path | None) -> None:
+    """Finish one re-enacted clip (`setting` "self" or "cross"): motion metrics against `ref_m`, the clip's sums
+    into `totals`, counts, its `per_clip` row and (with `settings.save_frames`) a reference-over-generated strip."""
+    missed = _motion_metrics(gen_m, ref_m, settings.resolution, sums, setting)
+    for key, vals in sums.values.items():
+        totals.add(key, vals)
+    frames = len(gen) - 1
+    counts["no_face_frames"] += missed
+    counts["self_clips" if setting == "self" else "cross_pairs"] += 1
+    counts[f"{setting}_frames"] += frames
+    per_clip.append({"setting": setting, "clip": clip, "source": source, "frames": frames, "no_face_frames": missed,
+                     **{k: sums.mean(k) for k in sums.values}})
+    if out is not None and settings.save_frames:
+        picks = np.linspace(1, frames, min(settings.save_frames, frames)).round().astype(int)
+        name = clip if setting == "self" else f"{source}_{clip}"
+        _save_strip(out / "frames" / f"{setting}_{name}.png", [[ref[t] for t in picks], [gen[t] for t in picks]])
+
+
 def _save_strip(path: Path, rows: list) -> None:
     from PIL import Image
 
@@ -290,17 +309,7 @@ def evaluate(clips: list[Clip], photos: list[Path], settings: EvalSettings, pipe
                 csim = measures.csim(gen[1:], gt[1:], gen_m[1:], gt_m[1:])
             if csim is not None:
                 sums.add("self_csim", csim)
-            missed = _motion_metrics(gen_m, gt_m, size, sums, "self")
-            counts["no_face_frames"] += missed
-            for key, vals in sums.values.items():
-                self_sums.add(key, vals)
-            counts["self_clips"] += 1
-            counts["self_frames"] += len(clip.frames) - 1
-            per_clip.append({"setting": "self", "clip": clip.name, "source": clip.name, "frames": len(clip.frames) - 1,
-                             "no_face_frames": missed, **{k: sums.mean(k) for k in sums.values}})
-            if out is not None and settings.save_frames:
-                picks = np.linspace(1, len(gen) - 1, min(settings.save_frames, len(gen) - 1)).round().astype(int)
-                _save_strip(out / "frames" / f"self_{clip.name}.png", [[gt[t] for t in picks], [gen[t] for t in picks]])
+            _record("self", clip.name, clip.name, gen, gt, gen_m, gt_m, sums, self_sums, counts, per_clip, settings, out)
         if settings.cross:
             _cross(clips, photos, tracked, settings, pipe, measures, cross_sums, per_clip, skipped, counts, out)
     finally:
@@ -357,18 +366,8 @@ def _cross(clips, photos, tracked, settings, pipe, measures, cross_sums, per_cli
         csim = measures.csim(gen[1:], source_img.expand(len(gen) - 1, -1, -1, -1), gen_m[1:], src_m * (len(gen) - 1))
         if csim is not None:
             sums.add("cross_csim", csim)
-        missed = _motion_metrics(gen_m, drv_m, size, sums, "cross")
-        counts["no_face_frames"] += missed
-        for key, vals in sums.values.items():
-            cross_sums.add(key, vals)
-        counts["cross_pairs"] += 1
-        counts["cross_frames"] += len(gen) - 1
-        per_clip.append({"setting": "cross", "clip": clip_name, "source": name, "frames": len(gen) - 1,
-                         "no_face_frames": missed, **{k: sums.mean(k) for k in sums.values}})
-        if out is not None and settings.save_frames:
-            picks = np.linspace(1, len(gen) - 1, min(settings.save_frames, len(gen) - 1)).round().astype(int)
-            _save_strip(out / "frames" / f"cross_{name}_{clip_name}.png",
-                        [[tracked[clip_name][1][t] for t in picks], [gen[t] for t in picks]])
+        _record("cross", clip_name, name, gen, tracked[clip_name][1], gen_m, drv_m, sums, cross_sums, counts, per_clip,
+                settings, out)
 
 
 # ---------------------------------------------------------------------------------------------- report
