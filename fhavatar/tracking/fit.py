@@ -78,8 +78,6 @@ RIGID_STEPS, WARM_RIGID_STEPS = 8, 3
 EYE_STEPS, MAX_EYE_ANGLE = 4, math.radians(40.0)
 _IRIS_CENTRES = (473, 468)  # OpenHeadParams.eyes order: the subject's left eye (x > 0), then the right eye
 _EYE_JOINTS = (3, 4)
-#: `_EYE_CONTOURS` split per eye, in `OpenHeadParams.eyes` order (the subject's left eye first).
-_EYE_CONTOURS_BY_EYE = (_EYE_CONTOURS[:16], _EYE_CONTOURS[16:])
 
 
 @dataclass
@@ -173,6 +171,9 @@ class _HeadArrays:
                                 if template[i, 1] > upper_lip_y and i not in _EYE_CONTOURS])
         self.max_expression = MAX_EXPRESSION_CM / 100.0 * float(head.config.head_units_per_metre)
         self.neutral = self.landmarks(self.template, np.zeros((2, 3)))  # [478, 3]
+        # Eyelid contours per eye, in `OpenHeadParams.eyes` order: the subject's left eye (x > 0) first.
+        contours = np.array(_EYE_CONTOURS)
+        self.eye_contours = (contours[self.face[contours, 0] > 0], contours[self.face[contours, 0] < 0])
 
     def rest(self, expression: np.ndarray) -> np.ndarray:  # [468, 3] -> [U, 3]
         """Un-posed landmark-triangle vertices with the expression displacements."""
@@ -378,7 +379,7 @@ def fit_open_head(
     eyes = _eyes(lm, arrays, rot, trans, rest, image_size)
     if own is not None:
         # A hidden eye's iris landmark is a guess too: it looks where the seen eye looks (same gaze, not mirrored).
-        seen_eye = [own[list(contour)].mean() >= 0.5 for contour in _EYE_CONTOURS_BY_EYE]
+        seen_eye = [own[contour].mean() >= 0.5 for contour in arrays.eye_contours]
         for e in range(2):
             if not seen_eye[e] and seen_eye[1 - e]:
                 eyes[e] = eyes[1 - e]

@@ -40,7 +40,7 @@ import torch
 from scipy import ndimage
 from torch import Tensor
 
-from ..head.open_head import NUM_FACE_VERTICES, OpenHead, OpenHeadParams
+from ..head.open_head import NUM_FACE_VERTICES, OpenHead
 from ..rendering.cameras import Camera
 
 __all__ = [
@@ -119,10 +119,8 @@ def _face_laplacian(head: OpenHead) -> sp.csr_matrix:  # [468, 468]
 
 def _posed(head: OpenHead, expression: np.ndarray) -> Tensor:  # [468, 3] -> [1, V, 3]
     """OpenHead's vertices with the expression displacements `expression` and zero pose (the fit's head)."""
-    like = head.template_vertices
-    zeros = torch.zeros(1, 3, dtype=like.dtype, device=like.device)
-    params = OpenHeadParams(torch.as_tensor(expression, dtype=like.dtype, device=like.device)[None], zeros, zeros,
-                            torch.zeros(1, 2, 3, dtype=like.dtype, device=like.device), zeros, zeros)
+    params = head.neutral_params()
+    params.expression = torch.as_tensor(expression, dtype=params.expression.dtype, device=params.expression.device)[None]
     with torch.no_grad():
         return head(params)
 
