@@ -252,20 +252,22 @@ def orbit_cameras(
 
 
 # ---------------------------------------------------------------------------------------------- json
-def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see a half-written file."""
+def _write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write through a temporary file and a rename, so readers never see a half-written file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    """Write JSON atomically (`_write_text_atomic`)."""
+    _write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> None:
-    """Write one JSON object per line, atomically (as `write_json_atomic`)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    os.replace(tmp, path)
+    """Write one JSON object per line, atomically."""
+    _write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
