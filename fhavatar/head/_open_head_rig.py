@@ -34,6 +34,7 @@ from .open_head import NUM_FACE_VERTICES, NUM_MEDIAPIPE_LANDMARKS, PROPAGATION_W
 NECK_JOINT_CM, JAW_JOINT_CM = (0.0, -4.5, -5.0), (0.0, 0.2, -2.1)
 NECK_BLEND_Y = (NECK_BOTTOM_Y + 1.0, -10.5)
 PROPAGATION_HOPS = 6  # cranium vertices this many edges from the face still follow face displacements
+TIE_DECIMALS = 10  # propagation weights are ranked after rounding to this many decimals (machine-independent)
 
 
 def _smoothstep(t: np.ndarray) -> np.ndarray:
@@ -133,8 +134,15 @@ def _landmarks(v: np.ndarray, faces: np.ndarray, rig: dict) -> tuple[np.ndarray,
     return lm_faces, lm_bary
 
 
-def _expression_propagation(edges: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Harmonic extension of face displacements over nearby non-face vertices: sources and weights `[n, W]`."""
+def _expression_propagation(edges: np.ndarray, n: int, mirror: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Harmonic extension of face displacements over nearby non-face vertices: sources and weights `[n, W]`.
+
+    `mirror [n]` is each vertex's mirror partner. The W strongest sources of a vertex are an integer choice made
+    from floating-point weights, and the symmetric mesh makes exact ties (a midline vertex draws equally on a
+    face vertex and its mirror) that solver round-off breaks differently per CPU, BLAS and thread count. So the
+    weights are made exactly mirror-symmetric (a sum of the same two numbers in either order), rounded to 1e-10,
+    and ranked by (weight, vertex index): every machine picks the same sources.
+    """
     face = np.arange(n) < NUM_FACE_VERTICES
     hops = np.where(face, 0, np.iinfo(np.int64).max)
     neighbours = [[] for _ in range(n)]
@@ -149,6 +157,8 @@ def _expression_propagation(edges: np.ndarray, n: int) -> tuple[np.ndarray, np.n
                 hops[b] = hops[a] + 1
                 queue.append(b)
     spread = _harmonic(edges, n, face | (hops > PROPAGATION_HOPS), np.eye(n, NUM_FACE_VERTICES))
+    spread = (spread + spread[mirror][:, mirror[:NUM_FACE_VERTICES]]) / 2
+    spread = np.round(spread, TIE_DECIMALS)
     sources = np.argsort(-spread, axis=1, kind="stable")[:, :PROPAGATION_WIDTH]
     kept_w = np.take_along_axis(spread, sources, 1)
     total = spread.sum(1, keepdims=True)

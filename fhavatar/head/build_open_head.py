@@ -137,7 +137,7 @@ def _finish(mesh: _Mesh, rig: dict) -> tuple[dict[str, np.ndarray], dict]:
     edges = _unique_edges(faces)
     joints, weights = _joints_and_skinning(v, edges, rig)
     lm_faces, lm_bary = _landmarks(v, faces, rig)
-    sources, kept_w = _expression_propagation(edges, n)
+    sources, kept_w = _expression_propagation(edges, n, mirror)
     # Head space: the origin at the middle of the crown-to-chin and nose-to-back extent.
     centre_cm = np.array([0.0, (v[:, 1].max() + v[CHIN, 1]) / 2, (v[:, 2].max() + v[:, 2].min()) / 2])
     scale = HEAD_UNITS_PER_METRE / 100
