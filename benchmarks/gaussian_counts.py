@@ -2,7 +2,7 @@
 
     PYTHONPATH=. .venv/bin/python benchmarks/gaussian_counts.py [--resolution 256] [--flame flame.safetensors]
 
-OpenHead ships with the package; FLAME needs the file made by `python -m fhavatar.head.convert_flame` from the
+OpenHead ships with the package; FLAME needs the file made by `python -m fhavatar.tools.convert_flame` from the
 official (licensed) FLAME files, so it is counted only when `--flame` is given.
 """
 
@@ -50,7 +50,7 @@ def main() -> None:
         from tests.head.symmetric_head import SymmetricHead
 
         report("FLAME-sized stand-in (ellipsoid, 100x50 grid)", SymmetricHead(num_columns=100, num_rings=50), args.resolution)
-        print("FLAME itself: pass --flame flame.safetensors (made by fhavatar.head.convert_flame)")
+        print("FLAME itself: pass --flame flame.safetensors (made by fhavatar.tools.convert_flame)")
 
 
 if __name__ == "__main__":

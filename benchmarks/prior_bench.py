@@ -12,11 +12,11 @@ spread, and the peak memory (resident set on CPU, allocator peak on CUDA).
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import time
 
 import torch
+from _timing import peak_rss_mb
 
 from fhavatar.prior import PanoHeadPrior
 from fhavatar.rendering import Camera
@@ -70,10 +70,6 @@ def official_parameter_count() -> dict[str, int]:
 
 
 # ------------------------------------------------------------------------------------ timing
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _timed(fn, repeats: int, sync) -> tuple[list[float], object]:
     out = fn()  # warm-up
     sync()
@@ -106,7 +102,7 @@ def main() -> None:
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
 
-    rss_start = _peak_rss_mb()
+    rss_start = peak_rss_mb()
     torch.manual_seed(0)
     prior = PanoHeadPrior.from_preset("official").to(device)
     gen = prior.generator
@@ -120,7 +116,7 @@ def main() -> None:
         print(f"  params {name:<20s} ours {ours[name]:>12,d}   official config {count:>12,d}   {mark}")
     if prior.inversion is not None:
         print(f"  params inversion (dual encoder)   {sum(p.numel() for p in prior.inversion.parameters()):>12,d}")
-    print(f"  peak RSS after construction: {_peak_rss_mb():.0f} MB (process start {rss_start:.0f} MB)")
+    print(f"  peak RSS after construction: {peak_rss_mb():.0f} MB (process start {rss_start:.0f} MB)")
 
     camera = Camera.orbit(1, elevation_deg=10).to(device)
     label = camera.to_label()
@@ -145,7 +141,7 @@ def main() -> None:
     print(_row("synthesize + render", total))
     if cuda:
         print(f"  peak CUDA memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MB")
-    print(f"  peak RSS: {_peak_rss_mb():.0f} MB")
+    print(f"  peak RSS: {peak_rss_mb():.0f} MB")
 
 
 if __name__ == "__main__":

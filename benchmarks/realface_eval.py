@@ -28,7 +28,7 @@ from PIL import Image
 from fhavatar.avatar import Avatar
 from fhavatar.head import OpenHead, UVLayout
 from fhavatar.metrics import psnr as image_psnr
-from fhavatar.models import ProjectionAvatarModel
+from fhavatar.models import ProjectionAvatarModel, make_source_view
 from fhavatar.rendering import Camera, render_gaussians
 from fhavatar.tracking import track_image
 
@@ -51,9 +51,8 @@ def evaluate(path: Path, head: OpenHead, layout: UVLayout, model: ProjectionAvat
     track = track_image(path, head=head)
     image = torch.from_numpy(track.image).permute(2, 0, 1).float()[None] / 255
     mask = torch.from_numpy(track.mask)[None, None].float() if track.mask is not None else None
-    vertices = head(track.params)
     with torch.no_grad():
-        attributes = model(image, track.camera, vertices, layout, mask=mask)
+        attributes = model(make_source_view(image, track.camera, head, track.params, layout, mask=mask))
         avatar = Avatar.from_attributes(attributes, layout, head, track.params)
         gaussians = avatar.gaussians()
         source = render_gaussians(gaussians, track.camera, size, size)

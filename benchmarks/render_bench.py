@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import time
 
 import numba
 import torch
+from _timing import current_rss_mb, peak_rss_mb
 
 from fhavatar.rendering import Camera, Gaussians, render_gaussians
 from fhavatar.rendering.synthetic import synthetic_head
@@ -61,19 +61,6 @@ def _min_cpu_ms(fn, repeats: int) -> float:
 def _set_threads(n: int) -> None:
     numba.set_num_threads(n)
     torch.set_num_threads(n)
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _current_rss_mb() -> float:
-    """Resident memory now (Linux `/proc/self/statm`; elsewhere the peak, which can only overstate the rise)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return _peak_rss_mb()
 
 
 def _row(name: str, ms: float, baseline: float | None = None) -> str:
@@ -179,7 +166,7 @@ def main() -> None:
 
     head = synthetic_head(args.gaussians, generator=torch.Generator().manual_seed(0))
     camera = Camera.orbit(8, elevation_deg=10.0)[1:2]  # a three-quarter view: face, hair and neck visible
-    rss_before, peak_before = _current_rss_mb(), _peak_rss_mb()
+    rss_before, peak_before = current_rss_mb(), peak_rss_mb()
     print(
         f"scene: {len(head)} Gaussians, {args.size}x{args.size}, threads: numba={numba.get_num_threads()} "
         f"({numba.threading_layer() if _numba_started() else 'layer chosen at first use'}) torch={torch.get_num_threads()}, "
@@ -206,9 +193,9 @@ def main() -> None:
         f"{cpu['forward'] / proj['gsplat torch projection']:.2f}x"
     )
     # The rise is exact when rendering set the process's peak; otherwise it is an upper bound.
-    bound = "" if _peak_rss_mb() > peak_before else " at most"
+    bound = "" if peak_rss_mb() > peak_before else " at most"
     print(
-        f"peak resident memory: {_peak_rss_mb():.0f} MB (process), +{_peak_rss_mb() - rss_before:.0f} MB{bound} "
+        f"peak resident memory: {peak_rss_mb():.0f} MB (process), +{peak_rss_mb() - rss_before:.0f} MB{bound} "
         f"above the {rss_before:.0f} MB resident before rendering"
     )
     print(f"load average after the CPU runs: {os.getloadavg()[0]:.2f}")

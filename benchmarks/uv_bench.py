@@ -9,23 +9,17 @@ on the CPU, the number of valid texels and Gaussian samples, and the mirror-map 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
+from _timing import repeat
 
 from fhavatar.head.uv import UVLayout
 from tests.head.symmetric_head import SymmetricHead
 
 
 def _median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+    return repeat(fn, repeats)[0].median * 1000  # after one untimed warm-up
 
 
 def main() -> None:

@@ -27,6 +27,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
+
+from .io import checked_file, read_video, save_image, write_video
 
 #: Frame rate of the orbit video.
 ORBIT_FPS = 24.0
@@ -55,8 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:  # [H, W, 3] x [h, w, 3] -> [H, W + w', 3]
     """`right` resized to the height of `left` (aspect kept), placed to its right (uint8 or float in [0, 1])."""
-    from PIL import Image
-
     left = (np.clip(left, 0, 1) * 255 + 0.5).astype(np.uint8) if left.dtype != np.uint8 else left
     height = left.shape[0]
     width = max(2, round(right.shape[1] * height / right.shape[0]))
@@ -66,20 +68,17 @@ def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:  # [H, W, 3
 
 def run(args: argparse.Namespace) -> dict[str, Path]:
     """Run the pipeline for parsed `args` and write the outputs; returns their paths."""
-    if not args.photo.is_file():
-        raise FileNotFoundError(f"photo {str(args.photo)!r} does not exist." if not args.photo.exists()
-                                else f"photo {str(args.photo)!r} is not a file.")
-    if args.driving is not None and not args.driving.is_file():
-        raise FileNotFoundError(f"driving video {str(args.driving)!r} does not exist or is not a file.")
-    if not 16 <= args.size <= 4096 or not 1 <= args.frames <= 3600:
-        raise ValueError(f"--size must be in [16, 4096] and --frames in [1, 3600], got {args.size} and {args.frames}.")
+    checked_file(args.photo, "photo")
+    if args.driving is not None:
+        checked_file(args.driving, "driving video")
+    # Imported here, after the file checks: the pipeline pulls in diffusers (seconds), which `--help` never needs.
+    from .pipeline_fhavatar import MAX_ORBIT_FRAMES, MAX_RENDER_SIDE, MIN_RENDER_SIDE, FHAvatarPipeline
+
+    if not MIN_RENDER_SIDE <= args.size <= MAX_RENDER_SIDE or not 1 <= args.frames <= MAX_ORBIT_FRAMES:
+        raise ValueError(f"--size must be in [{MIN_RENDER_SIDE}, {MAX_RENDER_SIDE}] and --frames in [1, {MAX_ORBIT_FRAMES}], "
+                         f"got {args.size} and {args.frames}.")
     if args.driving_frames is not None and args.driving_frames < 1:
         raise ValueError(f"--driving-frames must be >= 1, got {args.driving_frames}.")
-    import torch
-
-    from .io import read_video, save_image, write_video
-    from .pipeline_fhavatar import FHAvatarPipeline
-
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.model is None:
         pipe = FHAvatarPipeline.default(resolution=args.resolution)

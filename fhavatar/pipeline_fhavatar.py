@@ -1,6 +1,6 @@
 """`FHAvatarPipeline`: one photo -> animatable 3D full-head Gaussian avatar -> re-enacted and 360° videos.
 
-The pipeline composes the package's pieces (DESIGN.md, "Data flow"): tracking (`fhavatar.tracking`) -> head model
+The pipeline composes the package's pieces (ARCHITECTURE.md, "Data flow"): tracking (`fhavatar.tracking`) -> head model
 (`head_model`, OpenHead) -> optional prior -> avatar model (`avatar_model`: the learned `FHAvatarModel` or the
 training-free `ProjectionAvatarModel`) -> `Avatar` (Gaussians bound to the head mesh) -> `render_gaussians`.
 
@@ -14,40 +14,43 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
-from PIL import Image
 from torch import Tensor
 
+from .animation import transfer_motion
 from .avatar import Avatar
 from .head.open_head import OpenHead
 from .head.uv import UVLayout
+from .io import load_image, read_video
+from .models import ProjectionAvatarModel
+from .models.source_view import SourceView, make_source_view
 from .pipeline_hub import download_pipeline, load_pipeline_folder, make_model_card, push_pipeline
+from .pipeline_inputs import (
+    MAX_DRIVING_FRAMES,
+    MAX_ORBIT_FRAMES,
+    MAX_RENDER_SIDE,
+    MIN_RENDER_SIDE,
+    check_background,
+    check_driving,
+    check_image,
+    check_int,
+    check_render_args,
+    postprocess,
+    square_pixels,
+)
 from .rendering import Camera, render_gaussians
+from .tracking import FaceTrack, track_image, track_video
 
-__all__ = ["FHAvatarPipeline", "FHAvatarPipelineOutput", "make_model_card"]
+__all__ = ["MAX_DRIVING_FRAMES", "MAX_ORBIT_FRAMES", "MAX_RENDER_SIDE", "MIN_RENDER_SIDE", "FHAvatarPipeline",
+           "FHAvatarPipelineOutput", "make_model_card"]
 
 logger = logging.getLogger(__name__)
-
-#: Largest rendered frame side, in pixels.
-MAX_RENDER_SIDE = 4096
-#: Smallest rendered frame side, in pixels.
-MIN_RENDER_SIDE = 16
-#: Most orbit frames one call renders (a 360° loop at 1 frame per 0.1°).
-MAX_ORBIT_FRAMES = 3600
-#: Most driving frames one call re-enacts (2 minutes at 25 fps).
-MAX_DRIVING_FRAMES = 3000
-#: Width of the z-buffer of the visibility mask M_v computed for the learned avatar model.
-VISIBILITY_RESOLUTION = 256
-
-_OUTPUT_TYPES = ("pil", "np", "pt")
-
 
 @dataclass
 class FHAvatarPipelineOutput(BaseOutput):
@@ -70,35 +73,6 @@ class FHAvatarPipelineOutput(BaseOutput):
     source_track: Any = None
     front_image: Any = None
     fps: float | None = None
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
-    if not _is_int(value) or not lo <= value <= hi:
-        raise ValueError(f"`{name}` must be an int in [{lo}, {hi}], got {value!r}.")
-
-
-def _square_pixels(camera: Camera, width: int, height: int) -> Camera:
-    """`camera` with its normalised fx scaled so pixels stay square at `width` x `height` (vertical FOV kept)."""
-    if width == height:
-        return camera
-    intrinsics = camera.intrinsics.clone()
-    intrinsics[:, 0, 0] = intrinsics[:, 1, 1] * height / width
-    return Camera(cam2world=camera.cam2world, intrinsics=intrinsics)
-
-
-def _postprocess(frames: Tensor, output_type: str):  # [T, 3, H, W] in [0, 1]
-    """Frames as `output_type`: "pt" `[T, 3, H, W]`, "np" float32 `[T, H, W, 3]`, "pil" list of images."""
-    frames = frames.detach().float().clamp(0, 1).cpu()
-    if output_type == "pt":
-        return frames
-    array = frames.permute(0, 2, 3, 1).numpy()
-    if output_type == "np":
-        return array
-    return [Image.fromarray((a * 255.0 + 0.5).astype(np.uint8)) for a in array]
 
 
 class FHAvatarPipeline(DiffusionPipeline):
@@ -141,13 +115,8 @@ class FHAvatarPipeline(DiffusionPipeline):
         smoothing: float = 1.0,
     ):
         super().__init__()
-        _check_int("resolution", resolution, 8, 2048)
-        try:
-            rgb = [float(c) for c in background]
-        except (TypeError, ValueError):
-            rgb = []
-        if len(rgb) != 3 or not all(math.isfinite(c) and 0.0 <= c <= 1.0 for c in rgb):
-            raise ValueError(f"`background` must be 3 numbers in [0, 1] (RGB), got {background!r}.")
+        check_int("resolution", resolution, 8, 2048)
+        rgb = check_background(background)
         for name, value in (("orbit_elevation", orbit_elevation), ("smoothing", smoothing)):
             if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)):
                 raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
@@ -169,9 +138,7 @@ class FHAvatarPipeline(DiffusionPipeline):
 
             ```
         """
-        from .models import ProjectionAvatarModel
-
-        _check_int("resolution", resolution, 8, 2048)
+        check_int("resolution", resolution, 8, 2048)
         return cls(avatar_model=ProjectionAvatarModel(), head_model=OpenHead(), prior=None,
                    resolution=resolution, **config)
 
@@ -229,51 +196,15 @@ class FHAvatarPipeline(DiffusionPipeline):
     def check_inputs(self, image=None, driving_video=None, num_orbit_frames=72, height=512, width=512,
                      mode="relative", output_type="pil", num_driving_frames=None) -> None:
         """Raise `ValueError` / `FileNotFoundError` naming the argument, what was expected and what was received."""
-        from .tracking import FaceTrack
-
         if image is not None or driving_video is None:
-            self._check_image(image)
-        self._check_render_args(num_orbit_frames, height, width, output_type, name="num_orbit_frames")
-        if num_driving_frames is not None:
-            _check_int("num_driving_frames", num_driving_frames, 1, MAX_DRIVING_FRAMES)
+            check_image(image)
+        check_render_args(num_orbit_frames, height, width, output_type, name="num_orbit_frames")
         if mode not in ("relative", "absolute"):
             raise ValueError(f"`mode` must be 'relative' or 'absolute', got {mode!r}.")
-        if driving_video is None:
-            return
-        if isinstance(driving_video, (str, os.PathLike)):
-            from .io import checked_file, video_info
-
-            count = video_info(checked_file(Path(driving_video), "`driving_video`")).num_frames
-        elif isinstance(driving_video, (Tensor, np.ndarray)):
-            if driving_video.ndim != 4:
-                raise ValueError("`driving_video` arrays must be [T, H, W, 3] (numpy) or [T, 3, H, W] (tensor), got "
-                                 f"shape {list(driving_video.shape)}.")
-            count = driving_video.shape[0]
-        elif isinstance(driving_video, (list, tuple)):
-            kinds = {type(f).__name__ for f in driving_video}
-            ok = all(isinstance(f, (FaceTrack, Tensor, np.ndarray, Image.Image)) for f in driving_video)
-            if not ok or (any(isinstance(f, FaceTrack) for f in driving_video) and kinds != {"FaceTrack"}):
-                raise ValueError("`driving_video` lists must hold frames (PIL images, HWC arrays, [3, H, W] tensors) "
-                                 f"or FaceTracks from `track_video`, not a mix; got {sorted(kinds)}.")
-            count = len(driving_video)
-        else:
-            raise ValueError("`driving_video` must be a video path, a list of frames, a [T, ...] array or tensor, or a "
-                             f"list of FaceTracks; got {type(driving_video).__name__}.")
-        if count < 1:
-            raise ValueError("`driving_video` holds no frame.")
-        if num_driving_frames is None and count > MAX_DRIVING_FRAMES:
-            raise ValueError(f"`driving_video` has {count} frames; at most {MAX_DRIVING_FRAMES} are re-enacted in one "
-                             "call. Trim it or pass `num_driving_frames`.")
-
-    @staticmethod
-    def _check_image(image) -> None:
-        if isinstance(image, (str, os.PathLike)):
-            from .io import checked_file
-
-            checked_file(Path(image), "`image`")
-        elif not isinstance(image, (Image.Image, np.ndarray, Tensor)):
-            raise ValueError("`image` must be a path, a PIL image, an HWC uint8 array or a [3, H, W] tensor in [0, 1]; "
-                             f"got {type(image).__name__}.")
+        if driving_video is not None:
+            check_driving(driving_video, num_driving_frames)
+        elif num_driving_frames is not None:
+            check_int("num_driving_frames", num_driving_frames, 1, MAX_DRIVING_FRAMES)
 
     # ------------------------------------------------------------------ building blocks
     @property
@@ -289,41 +220,25 @@ class FHAvatarPipeline(DiffusionPipeline):
             self.__dict__["_layout_cache"] = cached
         return cached[1].to(self.device)
 
-    def _attributes(self, track):
-        """UV attribute maps of the tracked photo from the avatar model (with the prior's features when present)."""
-        from .models import FHAvatarModel
-        from .models.visibility import project_texels, texel_visibility
+    def source_view(self, track) -> SourceView:
+        """The avatar model's input for a tracked photo: `make_source_view`, the function the trainer calls too.
 
-        device, layout = self.device, self.layout
+        The photo is composited over `config.background` for models that read it so (a trained pipeline stores its
+        training background there), and the prior, when present, encodes that composite.
+        """
+        device = self.device
         image = torch.from_numpy(track.image).to(device).permute(2, 0, 1)[None].float() / 255.0
         mask = None if track.mask is None else torch.from_numpy(track.mask).to(device)[None, None].float()
-        camera = track.camera.to(device)
-        vertices = self.head_model(track.params.to(device)).float()
-        sampler = None
-        if self.prior is not None:
-            triplane = self.prior.encode(image, camera)
+        background = torch.tensor(self.config.background, device=device, dtype=image.dtype)
+        return make_source_view(image, track.camera.to(device), self.head_model, track.params.to(device), self.layout,
+                                mask=mask, background=background, prior=self.prior)
 
-            def sampler(points: Tensor) -> Tensor:  # [B, M, 3] head space -> [B, C_T, M] (the avatar model's layout)
-                return self.prior.sample(triplane, points).transpose(1, 2)
-        if not isinstance(self.avatar_model, FHAvatarModel):
-            return self.avatar_model(image, camera, vertices, layout, prior=self.prior, mask=mask)
-        if mask is not None:
-            # The learned model is trained on photos composited over the background colour (training/train_fhavatar.py
-            # stores it in this config), so it sees them the same way here.
-            background = torch.tensor(self.config.background, device=device, dtype=image.dtype).view(1, 3, 1, 1)
-            image = image * mask + background * (1 - mask)
-        height, width = image.shape[-2:]
-        visibility = texel_visibility(layout, vertices, camera, VISIBILITY_RESOLUTION,
-                                      max(1, round(VISIBILITY_RESOLUTION * height / width)))
-        pixels, _ = project_texels(layout, vertices, camera, width, height)
-        return self.avatar_model(image, position_map=layout.position_map(vertices),
-                                 relative_scale=layout.scale_map(vertices), visibility=visibility, mirror=layout,
-                                 local_uv_pixels=pixels, triplane_features=sampler)
-
-    def _render(self, gaussians_at, cameras: Camera, height: int, width: int, desc: str) -> Tensor:
-        """Render frame t of `gaussians_at(t)` from `cameras[t]`: `[T, 3, H, W]` on the CPU."""
-        background = torch.tensor(self.config.background, device=self.device)
-        cameras = _square_pixels(cameras, width, height).to(self.device)
+    def _render(self, gaussians_at, cameras: Camera, height: int, width: int, desc: str,
+                background: Sequence[float] | None = None) -> Tensor:
+        """Render frame t of `gaussians_at(t)` from `cameras[t]` over `background` (default: the config's), `[T, 3, H, W]`."""
+        rgb = self.config.background if background is None else check_background(background)
+        background = torch.tensor(rgb, device=self.device)
+        cameras = square_pixels(cameras, width, height).to(self.device)
         frames = []
         for t in self.progress_bar(range(len(cameras)), desc=desc):
             out = render_gaussians(gaussians_at(t), cameras[t], width, height, background=background)
@@ -357,14 +272,11 @@ class FHAvatarPipeline(DiffusionPipeline):
             >>> avatar.save_ply("avatar.ply")  # doctest: +SKIP
             ```
         """
-        from .io import load_image
-        from .tracking import track_image
-
-        self._check_image(image)
+        check_image(image)
         if not isinstance(self.head_model, OpenHead):
             raise ValueError(f"`head_model` must be an OpenHead to be tracked from photos, got {type(self.head_model).__name__}.")
         track = track_image(load_image(image), head=self.head_model, mask=self.config.use_mask)
-        attributes = self._attributes(track)
+        attributes = self.avatar_model(self.source_view(track))
         avatar = Avatar.from_attributes(attributes, self.layout, self.head_model, track.params.to(self.device))
         avatar.source_track = track
         logger.info("reconstructed an avatar of %d Gaussians (K=%d)", len(avatar), self.config.resolution)
@@ -373,9 +285,6 @@ class FHAvatarPipeline(DiffusionPipeline):
     @torch.no_grad()
     def track_driving(self, driving, num_frames: int | None = None) -> tuple[list, float | None]:
         """`(tracks, fps)` of a driving video path, frame list or array (FaceTrack lists pass through; fps None)."""
-        from .io import read_video
-        from .tracking import FaceTrack, track_video
-
         fps = None
         if isinstance(driving, (list, tuple)) and driving and all(isinstance(d, FaceTrack) for d in driving):
             return list(driving)[:num_frames], fps
@@ -388,7 +297,8 @@ class FHAvatarPipeline(DiffusionPipeline):
     @torch.no_grad()
     def animate(self, avatar: Avatar, driving, mode: Literal["relative", "absolute"] = "relative",
                 use_driving_camera: bool = False, height: int = 512, width: int = 512,
-                num_frames: int | None = None, source_track=None, output_type: str = "pt"):
+                num_frames: int | None = None, source_track=None, output_type: str = "pt",
+                background: Sequence[float] | None = None):
         """Re-enact `avatar` with a driving video: one rendered frame per driving frame.
 
         Args:
@@ -401,6 +311,8 @@ class FHAvatarPipeline(DiffusionPipeline):
             num_frames (`int`, *optional*): use only the first `num_frames` driving frames.
             source_track (`FaceTrack`, *optional*): the photo's track, if `avatar` has no `source_track`.
             output_type (`str`, *optional*, defaults to `"pt"`): `"pt"` `[T, 3, H, W]`, `"np"` or `"pil"`.
+            background (3 floats in [0, 1], *optional*): RGB behind the avatar for this call (default
+                `config.background`).
 
         Example:
             ```py
@@ -409,8 +321,6 @@ class FHAvatarPipeline(DiffusionPipeline):
             torch.Size([78, 3, 256, 256])
             ```
         """
-        from .tracking import transfer_motion
-
         if not isinstance(avatar, Avatar):
             raise ValueError(f"`avatar` must be an fhavatar Avatar (from `reconstruct`), got {type(avatar).__name__}.")
         source_track = source_track if source_track is not None else getattr(avatar, "source_track", None)
@@ -420,12 +330,13 @@ class FHAvatarPipeline(DiffusionPipeline):
         tracks, _ = self.track_driving(driving, num_frames)
         params, cameras = transfer_motion(source_track, tracks, mode=mode, use_driving_camera=use_driving_camera)
         vertices = self.head_model(params.to(self.device))  # [T, V, 3]
-        frames = self._render(lambda t: avatar.gaussians(vertices=vertices[t]), cameras, height, width, "re-enacting")
-        return _postprocess(frames, output_type)
+        frames = self._render(lambda t: avatar.gaussians(vertices=vertices[t]), cameras, height, width, "re-enacting",
+                              background)
+        return postprocess(frames, output_type)
 
     @torch.no_grad()
     def orbit(self, avatar: Avatar, num_frames: int = 72, elevation: float | None = None, height: int = 512,
-              width: int = 512, output_type: str = "pt"):
+              width: int = 512, output_type: str = "pt", background: Sequence[float] | None = None):
         """Render `avatar` (source pose) from a closed 360° camera loop starting in front of the face.
 
         Args:
@@ -434,6 +345,8 @@ class FHAvatarPipeline(DiffusionPipeline):
             elevation (`float`, *optional*): degrees above the horizon (default `config.orbit_elevation`).
             height, width (`int`, *optional*, default to 512): frame size in pixels.
             output_type (`str`, *optional*, defaults to `"pt"`): `"pt"` `[T, 3, H, W]`, `"np"` or `"pil"`.
+            background (3 floats in [0, 1], *optional*): RGB behind the avatar for this call (default
+                `config.background`).
 
         Example:
             ```py
@@ -445,20 +358,11 @@ class FHAvatarPipeline(DiffusionPipeline):
         if not isinstance(avatar, Avatar):
             raise ValueError(f"`avatar` must be an fhavatar Avatar (from `reconstruct`), got {type(avatar).__name__}.")
         elevation = self.config.orbit_elevation if elevation is None else elevation
-        self._check_render_args(num_frames, height, width, output_type, elevation)
+        check_render_args(num_frames, height, width, output_type, elevation)
         gaussians = avatar.gaussians()
         cameras = Camera.orbit(int(num_frames), elevation_deg=float(elevation))
-        return _postprocess(self._render(lambda t: gaussians, cameras, height, width, "orbit"), output_type)
-
-    @staticmethod
-    def _check_render_args(num_frames, height, width, output_type, elevation=0.0, name="num_frames") -> None:
-        _check_int(name, num_frames, 1, MAX_ORBIT_FRAMES)
-        _check_int("height", height, MIN_RENDER_SIDE, MAX_RENDER_SIDE)
-        _check_int("width", width, MIN_RENDER_SIDE, MAX_RENDER_SIDE)
-        if output_type not in _OUTPUT_TYPES:
-            raise ValueError(f"`output_type` must be one of {_OUTPUT_TYPES}, got {output_type!r}.")
-        if not (isinstance(elevation, (int, float)) and math.isfinite(elevation) and -89 <= elevation <= 89):
-            raise ValueError(f"`elevation` must be a number of degrees in [-89, 89], got {elevation!r}.")
+        frames = self._render(lambda t: gaussians, cameras, height, width, "orbit", background)
+        return postprocess(frames, output_type)
 
     # ------------------------------------------------------------------ the whole pipeline
     @torch.no_grad()
@@ -476,6 +380,7 @@ class FHAvatarPipeline(DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
         generator: torch.Generator | None = None,
+        background: Sequence[float] | None = None,
     ):
         r"""Photo (+ driving video) -> avatar, front render, 360° orbit and re-enactment.
 
@@ -496,6 +401,8 @@ class FHAvatarPipeline(DiffusionPipeline):
                 `(avatar, frames, orbit_frames, source_track, front_image, fps)`.
             generator (`torch.Generator`, *optional*): accepted for diffusers parity; the built-in models are
                 deterministic and draw no random numbers.
+            background (3 floats in [0, 1], *optional*): RGB behind the avatar in this call's renders (default
+                `config.background`; a per-request setting never changes the pipeline's config).
 
         Returns:
             `FHAvatarPipelineOutput` or `tuple`.
@@ -510,24 +417,27 @@ class FHAvatarPipeline(DiffusionPipeline):
         """
         # 0. Check inputs.
         self.check_inputs(image, driving_video, num_orbit_frames, height, width, mode, output_type, num_driving_frames)
+        if background is not None:
+            background = check_background(background)
         # 1. Track the photo and reconstruct the avatar.
         avatar = self.reconstruct(image)
         source_track = avatar.source_track
         # 2. Render it from the photo's own camera.
         gaussians = avatar.gaussians()
-        front = self._render(lambda t: gaussians, source_track.camera, height, width, "front view")
+        front = self._render(lambda t: gaussians, source_track.camera, height, width, "front view", background)
         # 3. Orbit 360° around it.
-        orbit_frames = self.orbit(avatar, num_orbit_frames, height=height, width=width) if orbit else None
+        orbit_frames = self.orbit(avatar, num_orbit_frames, height=height, width=width,
+                                  background=background) if orbit else None
         # 4. Re-enact the driving video.
         frames, fps = None, None
         if driving_video is not None:
             tracks, fps = self.track_driving(driving_video, num_driving_frames)
             frames = self.animate(avatar, tracks, mode=mode, use_driving_camera=use_driving_camera, height=height,
-                                  width=width)
+                                  width=width, background=background)
         # 5. Convert to `output_type`.
-        front_image = _postprocess(front, output_type)[0]
-        orbit_frames = None if orbit_frames is None else _postprocess(orbit_frames, output_type)
-        frames = None if frames is None else _postprocess(frames, output_type)
+        front_image = postprocess(front, output_type)[0]
+        orbit_frames = None if orbit_frames is None else postprocess(orbit_frames, output_type)
+        frames = None if frames is None else postprocess(frames, output_type)
         if not return_dict:
             return avatar, frames, orbit_frames, source_track, front_image, fps
         return FHAvatarPipelineOutput(avatar=avatar, frames=frames, orbit_frames=orbit_frames,

@@ -15,7 +15,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import huggingface_hub
 import torch
+from diffusers import ModelMixin
+from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+from .io import checked_file
 
 __all__ = ["HUB_ALLOW_PATTERNS", "MODEL_CARD_TEMPLATE", "download_pipeline", "load_pipeline_folder", "make_model_card",
            "push_pipeline"]
@@ -42,12 +47,9 @@ def download_pipeline(repo_id: str, options: dict) -> str:
         >>> folder = download_pipeline("user/fhavatar", {"local_files_only": True})  # doctest: +SKIP
         ```
     """
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
     options = {key: options[key] for key in DOWNLOAD_OPTIONS if key in options}
     try:
-        return snapshot_download(repo_id, allow_patterns=list(HUB_ALLOW_PATTERNS), **options)
+        return huggingface_hub.snapshot_download(repo_id, allow_patterns=list(HUB_ALLOW_PATTERNS), **options)
     except LocalEntryNotFoundError as err:
         raise FileNotFoundError(f"`pretrained_model_name_or_path`: the Hub repo {repo_id!r} is not in the local "
                                 "cache and downloading is off (HF_HUB_OFFLINE) or failed.") from err
@@ -71,8 +73,6 @@ def load_pipeline_folder(pipeline_class, path: str, torch_dtype: torch.dtype | N
         >>> pipe = load_pipeline_folder(FHAvatarPipeline, "my-fhavatar")  # doctest: +SKIP
         ```
     """
-    from diffusers import ModelMixin
-
     for key in DOWNLOAD_OPTIONS:
         overrides.pop(key, None)
     index_path = os.path.join(path, "model_index.json")
@@ -134,9 +134,7 @@ def push_pipeline(pipeline, repo_id: str, commit_message: str | None = None, pri
         >>> FHAvatarPipeline.default().push_to_hub("user/fhavatar")  # doctest: +SKIP
         ```
     """
-    from huggingface_hub import create_repo
-
-    repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+    repo_id = huggingface_hub.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
     with tempfile.TemporaryDirectory() as tmp:
         pipeline.save_pretrained(tmp)
         card = make_model_card(pipeline, repo_id, metrics=metrics, training_details=training_details)
@@ -158,7 +156,7 @@ _LICENCE_ROWS = {
                      "terms of their training data and of the prior/head model they were trained with |",
     # PanoHead's network code derives from EG3D (NVIDIA Source Code License, non-commercial); the inversion encoders
     # are trained against it: treat converted weights as non-commercial whatever badge a repository shows.
-    "prior": "| PanoHead prior (tri-grid generator + dual-encoder inversion), converted with `fhavatar.prior.convert` | "
+    "prior": "| PanoHead prior (tri-grid generator + dual-encoder inversion), converted with `fhavatar.tools.convert_prior` | "
              "https://github.com/SizheAn/PanoHead | the PanoHead release terms; its code derives from EG3D (NVIDIA Source "
              "Code License): **non-commercial** research only |",
 }
@@ -182,9 +180,7 @@ def make_model_card(pipeline, repo_id: str, metrics: dict | None = None,
     """
     if not isinstance(repo_id, str) or repo_id.count("/") > 1 or not repo_id.strip("/"):
         raise ValueError(f"`repo_id` must be a Hub repo id like 'user/name', got {repo_id!r}.")
-    template = Path(template)
-    if not template.is_file():
-        raise FileNotFoundError(f"`template`: no model-card template at {str(template)!r}.")
+    template = checked_file(template, "`template`", "Expected a model-card template (like model_card.md).")
     head = type(pipeline.head_model).__name__
     model = type(pipeline.avatar_model).__name__
     uses_flame, uses_prior = head == "FLAME", pipeline.prior is not None

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .io import checked_file
+
 __all__ = ["SPACE_KEYS", "load_spacefile", "space_readme"]
 
 #: Front-matter keys a Space understands, in the order they are written.
@@ -27,9 +29,7 @@ def load_spacefile(path: str | Path = DEFAULT_SPACEFILE) -> dict[str, Any]:
     """Read and check the Spacefile; raises `FileNotFoundError`/`ValueError` naming the problem."""
     import yaml
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No Spacefile at {str(path)!r}.")
+    path = checked_file(path, "Spacefile")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:

@@ -9,6 +9,7 @@ import pytest
 gr = pytest.importorskip("gradio")
 
 import app  # noqa: E402
+from fhavatar import app_service  # noqa: E402
 
 REALFACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "realfaces"
 
@@ -34,6 +35,8 @@ def test_create_and_animate_with_the_session_avatar(service, tmp_path):
     assert np.asarray(Image.open(front))[0, 0].tolist() == [0, 0, 0]  # the chosen background in the corner
     with pytest.raises(gr.Error, match="Background colour"):
         service.create(str(photo), frames=2, size=64, background="#zz")
+    # a request's colour is a call argument: the shared pipeline's config is never rewritten
+    assert service.pipe.config.background == [1.0, 1.0, 1.0]
     service.create(str(photo), frames=1, size=64, background="#ffffff")
     assert Path(front).is_file() and Path(ply).stat().st_size > 1000
     assert avatar is not None
@@ -151,7 +154,7 @@ def test_limits_and_clean_errors(service, tmp_path, monkeypatch):
     assert "Internal error (RuntimeError)" in str(err) and "secret" not in str(err)
     assert "ran out of memory" in str(service._user_error(MemoryError()))
     # request folders are pruned: only the newest OUTPUT_DIRS_KEPT stay on disk
-    monkeypatch.setattr(app, "OUTPUT_DIRS_KEPT", 2)
+    monkeypatch.setattr(app_service, "OUTPUT_DIRS_KEPT", 2)
     folders = [service._output_dir() for _ in range(4)]
     assert [f.exists() for f in folders] == [False, False, True, True]
     # both endpoints share one concurrency slot (one pipeline); the photo input hands over the path undecoded
@@ -167,3 +170,15 @@ def test_limits_and_clean_errors(service, tmp_path, monkeypatch):
     assert photo.get_block_name() == "image" and not (Path(app.__file__).with_suffix(".pyi")).exists()
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     assert app.limit_malloc_arenas() is False  # an explicit setting wins
+
+
+@pytest.mark.parametrize("bad", ["#-1-1-1", "#fff", "#12345", "#1234567", "white", "#gg0000", 12])
+def test_colours_are_parsed_strictly(bad):
+    with pytest.raises(gr.Error, match="Background colour must look like #ffffff"):
+        app_service.parse_color(bad)
+
+
+def test_colour_parsing_values():
+    assert app_service.parse_color("#ff8000") == [1.0, 128 / 255, 0.0]
+    assert app_service.parse_color("00FF00") == [0.0, 1.0, 0.0]
+    assert app_service.parse_color("") is None and app_service.parse_color(None) is None

@@ -14,6 +14,7 @@ from PIL import Image
 
 from fhavatar import io as fio
 from fhavatar.io import load_image, read_video, video_info
+from fhavatar.io import video as fio_video
 
 REALFACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "realfaces"
 needs_realfaces = pytest.mark.skipif(not REALFACES.is_dir(), reason=f"real test photos/videos not found at {REALFACES}")
@@ -191,11 +192,11 @@ def test_bad_videos(tmp_path, monkeypatch):
         read_video(tmp_path / "cut.mp4")
     with pytest.raises(ValueError, match="max_frames"):
         read_video(V01, max_frames=0)
-    monkeypatch.setattr(fio, "MAX_VIDEO_SECONDS", 2.0)
+    monkeypatch.setattr(fio_video, "MAX_VIDEO_SECONDS", 2.0)
     with pytest.raises(ValueError, match="max_seconds"):
         read_video(V01)  # 3.12 s > 2 s
     assert len(read_video(V01, max_seconds=1.5)[0]) == 37
-    monkeypatch.setattr(fio, "MAX_VIDEO_BYTES", 10 * 512 * 512 * 3)
+    monkeypatch.setattr(fio_video, "MAX_VIDEO_BYTES", 10 * 512 * 512 * 3)
     with pytest.raises(ValueError, match="GiB"):
         read_video(V01, max_frames=20)
 

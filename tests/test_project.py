@@ -1,5 +1,6 @@
 """The project's own contracts: pinned stack, CI = README test command, Space manifest, public API, demo."""
 
+import ast
 import re
 from pathlib import Path
 
@@ -68,6 +69,31 @@ def test_public_api_is_explicit():
     assert set(fhavatar.__all__) >= {"Camera", "Gaussians", "RenderOutput", "render_gaussians"}
     for name in fhavatar.__all__:
         assert hasattr(fhavatar, name), name
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Absolute names of every module (and `from X import name` target) a file under ROOT imports."""
+    package = path.relative_to(ROOT).with_suffix("").parts[:-1]  # a module's (or __init__'s) package
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package[: len(package) - node.level + 1]) if node.level else ""
+            module = ".".join(p for p in (base, node.module or "") if p)
+            names |= {module} | {f"{module}.{alias.name}" for alias in node.names}
+    return names
+
+
+def test_runtime_code_never_imports_the_offline_tools():
+    """`fhavatar.tools` (asset builder, converters) may import runtime modules, never the other way round."""
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(n for n in _imported_modules(path) if n.split(".")[:2] == ["fhavatar", "tools"])
+        for path in sorted((ROOT / "fhavatar").rglob("*.py"))
+        if path.relative_to(ROOT).parts[1] != "tools"
+    }
+    assert not {k: v for k, v in offenders.items() if v}
+    assert "fhavatar.head.canonical_face" in _imported_modules(ROOT / "fhavatar" / "tools" / "build_open_head.py")
 
 
 def test_demo_writes_orbit_video_and_front_image(tmp_path):

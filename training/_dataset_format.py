@@ -32,9 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor
 
 from fhavatar.head.open_head import OpenHeadParams
+from fhavatar.io import checked_file, replaced_when_done
+from fhavatar.rotations import axis_rotation
 
 __all__ = [
     "DATASET_FILE", "DATASET_FORMAT", "DATASET_VERSION", "DONE_FILE", "FRAMES_DIR", "HEAD_MODEL_KEY", "MANIFEST_FILE",
@@ -57,6 +61,8 @@ _TRACKING_FORMAT = "fhavatar-tracking/1"
 _PRIOR_CAMERAS_FORMAT = "fhavatar-prior-cameras/1"
 #: PNG compression: level 3 writes several times faster than PIL's default 6 for a few % more bytes.
 _PNG_COMPRESS_LEVEL = 3
+#: Added to the error for a missing file of a clip.
+_INCOMPLETE_CLIP = "The clip is incomplete (re-run preprocessing)."
 
 
 def frame_file(t: int) -> str:
@@ -107,9 +113,7 @@ def save_mask(path: str | os.PathLike, mask) -> None:
 
 
 def _open(path: Path, what: str) -> Image.Image:
-    if not path.is_file():
-        raise FileNotFoundError(f"Missing {what} {str(path)!r}: the clip is incomplete (re-run preprocessing).")
-    image = Image.open(path)
+    image = Image.open(checked_file(path, what, _INCOMPLETE_CLIP))
     image.load()
     return image
 
@@ -149,8 +153,6 @@ def write_tracking(
     params,  # OpenHeadParams of batch T, or a dict of its fields
 ) -> None:
     """Write a clip's `tracking.safetensors` (cameras, face flags and head-model parameters, float32)."""
-    from safetensors.torch import save_file
-
     params = _params_dict(params)
     num = cam2world.shape[0]
     shapes = {"cam2world": (cam2world, (num, 4, 4)), "intrinsics": (intrinsics, (num, 3, 3)), "has_face": (has_face, (num,))}
@@ -168,10 +170,7 @@ def write_tracking(
 
 def _read_rows(path: Path, what: str, fmt: str, frames: Sequence[int] | None) -> dict[str, Tensor]:
     """The tensors of a safetensors file, only the rows `frames` (all when None), reading nothing else."""
-    from safetensors import SafetensorError, safe_open
-
-    if not path.is_file():
-        raise FileNotFoundError(f"Missing {what} {str(path)!r}: the clip is incomplete (re-run preprocessing).")
+    checked_file(path, what, _INCOMPLETE_CLIP)
     try:
         with safe_open(str(path), framework="pt") as f:
             if (f.metadata() or {}).get("format") != fmt:
@@ -207,8 +206,6 @@ def read_tracking(path: str | os.PathLike, frames: Sequence[int] | None = None) 
 
 def write_prior_cameras(path: str | os.PathLike, cam2world: Tensor, intrinsics: Tensor) -> None:  # [T, P, 4, 4], [T, P, 3, 3]
     """Write a clip's `prior_cameras.safetensors`."""
-    from safetensors.torch import save_file
-
     if cam2world.dim() != 4 or cam2world.shape[2:] != (4, 4):
         raise ValueError(f"`cam2world` must have shape [T, P, 4, 4], got {list(cam2world.shape)}.")
     if tuple(intrinsics.shape) != (*cam2world.shape[:2], 3, 3):
@@ -227,14 +224,6 @@ def read_prior_cameras(path: str | os.PathLike, frames: Sequence[int] | None = N
 
 
 # ---------------------------------------------------------------------------------------------- cameras
-def _axis_rotation(axis: int, angle: Tensor) -> Tensor:  # [N] radians -> [N, 4, 4]
-    c, s = torch.cos(angle), torch.sin(angle)
-    out = torch.eye(4, dtype=angle.dtype).repeat(len(angle), 1, 1)
-    i, j = [(1, 2), (2, 0), (0, 1)][axis]
-    out[:, i, i], out[:, i, j], out[:, j, i], out[:, j, j] = c, -s, s, c
-    return out
-
-
 def orbit_cameras(
     cam2world: Tensor,  # [4, 4] or [N, 4, 4]
     yaw_deg: Tensor,  # [N]
@@ -247,7 +236,8 @@ def orbit_cameras(
     yaw = torch.as_tensor(yaw_deg, dtype=torch.float64).reshape(-1) * (math.pi / 180.0)
     pitch = torch.as_tensor(pitch_deg, dtype=torch.float64).reshape(-1) * (math.pi / 180.0)
     # R_x(-pitch) takes (0, 0, r) to (0, r sin(pitch), r cos(pitch)): up (+y) for positive pitch.
-    rotation = _axis_rotation(1, yaw) @ _axis_rotation(0, -pitch)
+    rotation = torch.eye(4, dtype=torch.float64).repeat(len(yaw), 1, 1)
+    rotation[:, :3, :3] = axis_rotation(1, yaw) @ axis_rotation(0, -pitch)
     return (rotation @ cam2world.to(torch.float64)).to(cam2world.dtype)
 
 
@@ -255,9 +245,8 @@ def orbit_cameras(
 def _write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write through a temporary file and a rename, so readers never see a half-written file."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with replaced_when_done(path, path.with_name(f".{path.name}.tmp{os.getpid()}")) as tmp:
+        tmp.write_text(text)
 
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
@@ -299,11 +288,9 @@ def read_dataset_info(root: str | os.PathLike) -> dict:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"`root`: no dataset folder at {str(root)!r}.")
-    path = root / DATASET_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"`root`: {str(path)!r} is missing; is {str(root)!r} a dataset? Build one with "
-                                "training/preprocess.py (then `preprocess.py merge ROOT` after sharded runs) or "
-                                "training/make_synthetic.py.")
+    path = checked_file(root / DATASET_FILE, "`root`: the dataset file",
+                        f"Is {str(root)!r} a dataset? Build one with training/preprocess.py (then `preprocess.py merge "
+                        "ROOT` after sharded runs) or training/make_synthetic.py.")
     try:
         info = json.loads(path.read_text())
     except json.JSONDecodeError as err:

@@ -98,7 +98,8 @@ class TrainConfig:
     head_model: Literal["open_head"] = "open_head"
     # Folder of a frozen `PanoHeadPrior` (`save_pretrained`), or null for the "w/o prior" model.
     prior: Union[str, None] = None
-    # Side of the z-buffer used for the visibility mask M_v, pixels.
+    # Side of the z-buffer used for the visibility mask M_v, pixels (stored in the model's config, so inference
+    # reads M_v as training did; `model_overrides.visibility_resolution` wins over it).
     visibility_resolution: int = 256
     # RGB behind the renders; targets are composited over it with their masks (the paper removes backgrounds).
     background: list = field(default_factory=lambda: [1.0, 1.0, 1.0])

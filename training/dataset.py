@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from fhavatar.io import checked_file
 from training._dataset_format import (
     FRAMES_DIR,
     MANIFEST_FILE,
@@ -177,10 +178,8 @@ class FHAvatarDataset(Dataset):
             raise ValueError(f"`seed` must be an int, got {seed!r}.")
 
     def _read_manifest(self) -> list[dict]:
-        path = self.root / MANIFEST_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"`root`: {str(path)!r} is missing; after sharded preprocessing run "
-                                    f"`python training/preprocess.py merge {self.root}`.")
+        path = checked_file(self.root / MANIFEST_FILE, "`root`: the manifest",
+                            f"After sharded preprocessing run `python training/preprocess.py merge {self.root}`.")
         entries = [e for e in read_jsonl(path) if not e.get("skipped", False)]
         if not entries:
             raise ValueError(f"`root`: the manifest {str(path)!r} lists no clip; preprocessing found no usable video "
@@ -208,14 +207,12 @@ class FHAvatarDataset(Dataset):
         clip_dir = self._clip_dir(entry)
         if not clip_dir.is_dir():
             raise FileNotFoundError(f"Clip {entry['clip']!r}: its folder {str(clip_dir)!r} (from the manifest) is missing.")
+        name = f"Clip {entry['clip']!r}: the file"
         for required in (clip_dir / FRAMES_DIR / frame_file(0), clip_dir / MASKS_DIR / frame_file(0),
                          clip_dir / TRACKING_FILE):
-            if not required.is_file():
-                raise FileNotFoundError(f"Clip {entry['clip']!r} is incomplete: {str(required)!r} is missing "
-                                        "(re-run preprocessing; finished clips have a `done` file).")
-        if self.stored_prior_views and not (clip_dir / PRIOR_CAMERAS_FILE).is_file():
-            raise FileNotFoundError(f"Clip {entry['clip']!r}: the dataset has prior views but "
-                                    f"{str(clip_dir / PRIOR_CAMERAS_FILE)!r} is missing.")
+            checked_file(required, name, "The clip is incomplete (re-run preprocessing; finished clips have a `done` file).")
+        if self.stored_prior_views:
+            checked_file(clip_dir / PRIOR_CAMERAS_FILE, name, "The dataset has prior views, so every clip needs it.")
 
     # ------------------------------------------------------------------ sizes and epochs
     @property

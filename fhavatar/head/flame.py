@@ -1,7 +1,7 @@
 """FLAME, the paper's head model, in head space: shape/expression blendshapes, pose correctives and skinning.
 
 FLAME's data is licensed by its owners (non-commercial, https://flame.is.tue.mpg.de) and is never shipped with
-FHAvatar. `python -m fhavatar.head.convert_flame` turns the official files into one safetensors file that
+FHAvatar. `python -m fhavatar.tools.convert_flame` turns the official files into one safetensors file that
 `FLAME.from_file` loads; `save_pretrained`/`from_pretrained` then work like any diffusers model.
 
 Head space. FLAME is in metres, +y up, the face toward +z. The converter maps every FLAME position `x` to
@@ -21,9 +21,11 @@ import torch
 from diffusers.configuration_utils import register_to_config
 from torch import Tensor
 
+from .._checks import check_float_fields
 from ..io import read_safetensors
+from ..rotations import axis_angle_to_matrix
 from .base import HEAD_UNITS_PER_METRE, HeadModel, check_buffer_tensors, mesh_buffer_specs
-from .lbs import axis_angle_to_matrix, linear_blend_skinning
+from .lbs import linear_blend_skinning
 
 __all__ = [
     "FLAME",
@@ -40,7 +42,7 @@ __all__ = [
 FLAME_HEAD_CENTRE_M = (0.0, 0.02, -0.01)
 #: FLAME's kinematic chain, in the order of its joints (and of `kintree_table`).
 FLAME_JOINT_NAMES = ("global", "neck", "jaw", "left_eye", "right_eye")
-#: Identifies files written by `fhavatar.head.convert_flame` (safetensors metadata key "format").
+#: Identifies files written by `fhavatar.tools.convert_flame` (safetensors metadata key "format").
 FLAME_FILE_FORMAT = "fhavatar-flame/1"
 FLAME_LICENCE_NOTE = (
     "Get FLAME from https://flame.is.tue.mpg.de after accepting its licence (Max Planck Institute for Intelligent "
@@ -80,13 +82,10 @@ class FLAMEParams:
 
     def validate(self, num_shape: int | None = None, num_expression: int | None = None) -> None:
         """Check types and shapes (and, given the model sizes, the coefficient counts); raise naming the field."""
+        check_float_fields(self)
         shapes = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if not isinstance(value, Tensor):
-                raise TypeError(f"FLAMEParams.{f.name} must be a torch.Tensor, got {type(value).__name__}.")
-            if not value.is_floating_point():
-                raise TypeError(f"FLAMEParams.{f.name} must be a floating-point tensor, got {value.dtype}.")
             if value.dim() != 2:
                 raise ValueError(f"FLAMEParams.{f.name} must have shape [B, N], got {list(value.shape)}.")
             shapes[f.name] = list(value.shape)
@@ -111,7 +110,7 @@ class FLAMEParams:
 class FLAME(HeadModel):
     """The FLAME head model in head space, with its mouth covered (paper §B), UVs, regions and landmarks.
 
-    Build it with `FLAME.from_file("flame.safetensors")` (see `fhavatar.head.convert_flame`) or
+    Build it with `FLAME.from_file("flame.safetensors")` (see `fhavatar.tools.convert_flame`) or
     `FLAME.from_pretrained(folder)`. The constructor only allocates zero buffers of the configured sizes.
     Buffers beyond `HeadModel`'s: `shapedirs [V, 3, S]`, `exprdirs [V, 3, E]`, `posedirs [V, 3, 9 (J-1)]`,
     `J_regressor [J, V]`, `parents [J]` long, `lbs_weights [V, J]`. The last `num_mouth_faces` faces (and the
@@ -215,19 +214,18 @@ class FLAME(HeadModel):
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_file(cls, path: str | Path) -> FLAME:
-        """Load a file written by `python -m fhavatar.head.convert_flame` (safetensors + JSON config)."""
+        """Load a file written by `python -m fhavatar.tools.convert_flame` (safetensors + JSON config)."""
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"No converted FLAME file at {str(path)!r}. Create it with `python -m fhavatar.head.convert_flame "
-                f"--model generic_model.pkl --uv head_template_mesh.obj --masks FLAME_masks.pkl --landmarks "
-                f"mediapipe_landmark_embedding.npz --out {path.name}`. {FLAME_LICENCE_NOTE}"
-            )
-        tensors, metadata = read_safetensors(path, "converted FLAME file")
+        tensors, metadata = read_safetensors(
+            path, "converted FLAME file",
+            f"Create it with `python -m fhavatar.tools.convert_flame --model generic_model.pkl --uv "
+            f"head_template_mesh.obj --masks FLAME_masks.pkl --landmarks mediapipe_landmark_embedding.npz --out "
+            f"{path.name}`. {FLAME_LICENCE_NOTE}",
+        )
         if metadata.get("format") != FLAME_FILE_FORMAT or "config" not in metadata:
             raise ValueError(
                 f"{str(path)!r} is not an FHAvatar FLAME file (metadata format {metadata.get('format')!r}, "
-                f"expected {FLAME_FILE_FORMAT!r}); convert the official files with fhavatar.head.convert_flame."
+                f"expected {FLAME_FILE_FORMAT!r}); convert the official files with fhavatar.tools.convert_flame."
             )
         try:
             config = json.loads(metadata["config"])

@@ -1,26 +1,14 @@
-"""Rotations and linear blend skinning shared by every head model (one implementation for FLAME and OpenHead)."""
+"""Linear blend skinning shared by every head model (one implementation for FLAME and OpenHead); joint rotations
+come from axis-angle vectors by `axis_angle_to_matrix` (`fhavatar.rotations`, re-exported here)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+from ..rotations import axis_angle_to_matrix
+
 __all__ = ["axis_angle_to_matrix", "linear_blend_skinning", "rigid_transform"]
-
-
-def axis_angle_to_matrix(axis_angle: Tensor) -> Tensor:  # [..., 3] -> [..., 3, 3]
-    """Rodrigues' formula, differentiable and exact at zero (Taylor terms below 1e-4 rad)."""
-    theta2 = (axis_angle * axis_angle).sum(-1, keepdim=True)[..., None]  # [..., 1, 1]
-    theta = theta2.clamp(min=1e-16).sqrt()
-    small = theta2 < 1e-8
-    # sin(θ)/θ and (1 - cos θ)/θ², with series expansions near zero to keep gradients finite.
-    a = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)
-    b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / theta2.clamp(min=1e-16))
-    x, y, z = axis_angle.unbind(-1)
-    zero = torch.zeros_like(x)
-    k = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(axis_angle.shape[:-1] + (3, 3))
-    eye = torch.eye(3, dtype=axis_angle.dtype, device=axis_angle.device).expand_as(k)
-    return eye + a * k + b * (k @ k)
 
 
 def rigid_transform(rotation: Tensor, translation: Tensor) -> Tensor:  # [..., 3, 3], [..., 3] -> [..., 4, 4]

@@ -4,7 +4,7 @@ Its first 468 vertices are MediaPipe Face Mesh's 468 landmarks, in landmark orde
 directly: `expression` is a head-space displacement of those vertices (propagated smoothly to the stitched
 cranium, the eye covers and the mouth cavity). The rest of the head follows by linear blend skinning with
 five joints (`OPEN_HEAD_JOINT_NAMES`). The asset `assets/open_head.safetensors` is made by
-`python -m fhavatar.head.build_open_head`; `assets/NOTICE` carries MediaPipe's attribution.
+`python -m fhavatar.tools.build_open_head`; `assets/NOTICE` carries MediaPipe's attribution.
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ import torch
 from diffusers.configuration_utils import register_to_config
 from torch import Tensor
 
+from .._checks import check_finite_fields, check_float_fields
 from ..io import read_safetensors
+from ..rotations import axis_angle_to_matrix
 from .base import HEAD_UNITS_PER_METRE, HeadModel, check_buffer_tensors, mesh_buffer_specs
-from .lbs import axis_angle_to_matrix, linear_blend_skinning
+from .lbs import linear_blend_skinning
 
 __all__ = [
     "NUM_FACE_VERTICES",
@@ -41,7 +43,7 @@ OPEN_HEAD_JOINT_NAMES = ("global", "neck", "jaw", "left_eye", "right_eye")
 OPEN_HEAD_PARENTS = (-1, 0, 1, 1, 1)
 #: Face vertices each vertex's expression displacement is blended from.
 PROPAGATION_WIDTH = 8
-#: Identifies files written by `fhavatar.head.build_open_head` (safetensors metadata key "format").
+#: Identifies files written by `fhavatar.tools.build_open_head` (safetensors metadata key "format").
 OPEN_HEAD_FILE_FORMAT = "fhavatar-open-head/1"
 
 
@@ -82,12 +84,7 @@ class OpenHeadParams:
 
     def validate(self) -> None:
         """Check types, shapes (one batch size) and finiteness; raise `TypeError`/`ValueError` naming the field."""
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if not isinstance(value, Tensor):
-                raise TypeError(f"OpenHeadParams.{f.name} must be a torch.Tensor, got {type(value).__name__}.")
-            if not value.is_floating_point():
-                raise TypeError(f"OpenHeadParams.{f.name} must be a floating-point tensor, got {value.dtype}.")
+        check_float_fields(self)
         shapes = {f.name: list(getattr(self, f.name).shape) for f in fields(self)}
         if self.expression.dim() != 3 or tuple(self.expression.shape[1:]) != (NUM_FACE_VERTICES, 3):
             raise ValueError(f"OpenHeadParams.expression must have shape [B, {NUM_FACE_VERTICES}, 3], "
@@ -97,10 +94,7 @@ class OpenHeadParams:
             if tuple(shapes[name]) != (batch, *width):
                 raise ValueError(f"OpenHeadParams.{name} must have shape {[batch, *width]} (B={batch} from "
                                  f"`expression`), got {shapes[name]}.")
-        for f in fields(self):
-            bad = (~torch.isfinite(getattr(self, f.name))).sum().item()
-            if bad:
-                raise ValueError(f"OpenHeadParams.{f.name} must be finite, but it holds {bad} NaN/inf value(s).")
+        check_finite_fields(self)
 
     def to(self, *args, **kwargs) -> OpenHeadParams:
         """A copy with every tensor moved/cast by `Tensor.to(*args, **kwargs)`."""
@@ -214,7 +208,7 @@ class OpenHead(HeadModel):
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_file(cls, path: str | Path) -> OpenHead:
-        """Load an asset written by `python -m fhavatar.head.build_open_head --out PATH`."""
+        """Load an asset written by `python -m fhavatar.tools.build_open_head --out PATH`."""
         tensors, config = _read_asset(Path(path))
         model = cls(**config)
         model.load_state_dict(tensors, strict=True)
@@ -238,13 +232,13 @@ def _read_asset(path: Path) -> tuple[dict[str, Tensor], dict]:
     """Tensors and config of an OpenHead asset, checked; clear errors for missing or corrupted files."""
     if not path.is_file():
         raise FileNotFoundError(f"No OpenHead asset at {str(path)!r}; build it with "
-                                f"`python -m fhavatar.head.build_open_head --out {path}`.")
+                                f"`python -m fhavatar.tools.build_open_head --out {path}`.")
     tensors, metadata = read_safetensors(path, "OpenHead asset")
     try:
         config = json.loads(metadata.get("config", "null"))
     except ValueError as err:
         raise ValueError(f"{str(path)!r} has an unreadable OpenHead config ({err}); rebuild it with "
-                         f"`python -m fhavatar.head.build_open_head`.") from err
+                         f"`python -m fhavatar.tools.build_open_head`.") from err
     if metadata.get("format") != OPEN_HEAD_FILE_FORMAT or not isinstance(config, dict):
         raise ValueError(f"{str(path)!r} is not an OpenHead asset (metadata format {metadata.get('format')!r}, "
                          f"expected {OPEN_HEAD_FILE_FORMAT!r}).")

@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor
+
+from ..io import checked_file
 
 
 def check_images(x, name: str = "x", min_side: int = 1) -> None:
@@ -34,12 +37,8 @@ def load_state_dict_file(path: str | Path, name: str) -> dict[str, Tensor]:
     A checkpoint that wraps the weights (`{"state_dict": ...}` / `{"model": ...}`) is unwrapped, and a
     `module.` prefix (DataParallel) is stripped.
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"{name} {str(path)!r} does not exist")
+    path = checked_file(Path(path).expanduser(), name)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         state = load_file(str(path), device="cpu")
     else:
         try:

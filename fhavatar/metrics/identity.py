@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..head.canonical_face import canonical_face
 from ._common import check_images, load_state_dict_file
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,6 @@ def five_points_from_mediapipe(landmarks: Tensor | np.ndarray) -> Tensor:  # [..
 @functools.lru_cache(maxsize=1)
 def aligned_crop_five_points() -> np.ndarray:  # [5, 2], fractions of the crop side
     """Where the five points of a frontal canonical face land in a `fhavatar.tracking.align` crop (side = 1)."""
-    from ..head.build_open_head import canonical_face
     from ..rendering.cameras import PANOHEAD_FOCAL
     from ..tracking.align import CROP_CENTRE_CM, CROP_SIDE_CM
 

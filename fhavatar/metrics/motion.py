@@ -10,7 +10,7 @@ the pose protocol is not published), so `MotionAnalyzer` offers **substitutes**,
   (`fhavatar.tracking.fit_open_head`: per-vertex head-space displacement of the 468 face points). Using changes
   makes the number identity-free: OpenHead's expression residual also holds the person's face shape, which would
   dominate a cross-identity comparison.
-- APD: mean L1 distance, in degrees, between (yaw, pitch, roll) head angles (`fhavatar.tracking.head_angles` of
+- APD: mean L1 distance, in degrees, between (yaw, pitch, roll) head angles (`fhavatar.rotations.head_angles` of
   the fitted rotation, crop roll undone).
 
 The distance functions themselves (`akd`, `aed`, `apd`) are plain and exact; only their inputs are substitutes.
@@ -18,12 +18,15 @@ The distance functions themselves (`akd`, `aed`, `apd`) are plain and exact; onl
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 from torch import Tensor
+
+from ..rotations import axis_rotation_np, head_angles
+from .identity import five_points_from_mediapipe
 
 __all__ = [
     "AKD_LANDMARKS", "AKD_REFERENCE_SIZE", "ANALYSIS_MIN_SIDE", "FaceMotion", "MotionAnalyzer", "aed", "akd", "apd",
@@ -103,8 +106,6 @@ class FaceMotion:
     @property
     def five_points(self) -> np.ndarray:  # [5, 2]
         """ArcFace's five alignment points (for `IdentityNetwork(images, landmarks5=...)`)."""
-        from .identity import five_points_from_mediapipe
-
         return five_points_from_mediapipe(self.landmarks).numpy()
 
 
@@ -132,17 +133,10 @@ def face_region_mask(
     height: int,
 ) -> np.ndarray:  # [height, width] float32 in {0, 1}
     """The inside of the face oval of Face Mesh `landmarks` (skin, eyes, mouth; no hair, ears, neck)."""
-    from PIL import Image, ImageDraw
-
     points = [tuple(map(float, landmarks[i, :2])) for i in face_oval_loop()]
     canvas = Image.new("L", (int(width), int(height)), 0)
     ImageDraw.Draw(canvas).polygon(points, fill=255)
     return np.asarray(canvas, dtype=np.float32) / 255.0
-
-
-def _roll_matrix(angle: float) -> np.ndarray:  # rotation about the optical axis (OpenCV axes), as the crop's roll
-    c, s = math.cos(angle), math.sin(angle)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
 class MotionAnalyzer:
@@ -177,7 +171,7 @@ class MotionAnalyzer:
 
     def __call__(self, image) -> FaceMotion | None:
         """Measure `image`: `[H, W, 3]` uint8 RGB, or a `[3, H, W]` float tensor in [0, 1]."""
-        from ..tracking import NoFaceError, compute_crop, fit_open_head, head_angles
+        from ..tracking import NoFaceError, compute_crop, fit_open_head
 
         if isinstance(image, Tensor):
             if image.ndim != 3 or image.shape[0] != 3:
@@ -186,8 +180,6 @@ class MotionAnalyzer:
         height, width = image.shape[:2]
         zoom = max(1.0, self.min_side / min(height, width))
         if zoom > 1.0:
-            from PIL import Image
-
             size = (round(width * zoom), round(height * zoom))
             image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BICUBIC))
         try:
@@ -197,7 +189,7 @@ class MotionAnalyzer:
         except (NoFaceError, ValueError):
             return None
         # The fit lives in the crop camera, which is rolled by crop.roll: undo it to get the image's axes.
-        angles = np.array(head_angles(_roll_matrix(crop.roll) @ fit.rotation))
+        angles = np.array(head_angles(axis_rotation_np(2, crop.roll) @ fit.rotation))
         # Pixel coordinates are continuous (corner at 0), so undoing the zoom is a plain division.
         landmarks = result.landmarks[:, :2].astype(np.float64) * np.array([width / image.shape[1], height / image.shape[0]])
         return FaceMotion(landmarks, fit.expression.copy(), angles, (width, height))

@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from ..io import checked_file
 from ._common import check_image_pair, load_state_dict_file
 
 logger = logging.getLogger(__name__)
@@ -144,9 +145,7 @@ def load_lpips(
     import lpips as lpips_package
 
     if backbone_path is not None:
-        path = Path(backbone_path).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"backbone_path {str(path)!r} does not exist (a torchvision {net} state dict)")
+        path = checked_file(Path(backbone_path).expanduser(), "backbone_path", f"Expected a torchvision {net} state dict.")
     else:
         cached = hub_backbone_path(net)
         path = cached if cached.is_file() else None

@@ -41,6 +41,7 @@ from ..rendering.cameras import Camera
 from .attributes import NUM_ATTRIBUTE_CHANNELS, UVAttributes, activate_attributes
 from .fusion import MirrorLike, SymmetricUVFusion, downsample_mirror_index, resolve_mirror_index
 from .layers import PyramidEncoder, UNet, UVDecoder
+from .source_view import VISIBILITY_RESOLUTION, SourceView
 
 __all__ = ["FHAvatarModel", "PRESETS"]
 
@@ -126,12 +127,15 @@ class FHAvatarModel(ModelMixin, ConfigMixin):
         use_local_features (`bool`, *optional*, defaults to True): False = "w/o {F_l^i}" (zeros, no image encoder).
         use_fusion_transformer (`bool`, *optional*, defaults to True): False = "w/o T" (convolutions instead).
         use_symmetry (`bool`, *optional*, defaults to True): False = "w/o Sym." (no mirrored window/flip term).
+        visibility_resolution (`int`, *optional*, defaults to 256): width of the source-mesh z-buffer of M_v that
+            `forward` reads of a `SourceView` (the model sees M_v at inference as in training).
 
     Example:
         ```py
         >>> model = FHAvatarModel.from_preset("tiny")
-        >>> out = model(image, position_map=p, relative_scale=layout.relative_scale, visibility=m_v,
-        ...             local_uv_pixels=pix, mirror=layout, return_aux=True)
+        >>> out = model(make_source_view(image, camera, head, params, layout), return_aux=True)
+        >>> out = model.predict_maps(image, position_map=p, relative_scale=layout.relative_scale, visibility=m_v,
+        ...                          local_uv_pixels=pix, mirror=layout, return_aux=True)  # the same, from tensors
         >>> out.colors.shape, out.aux.colors.shape    # [B, 3, 32, 32] twice
         ```
     """
@@ -160,6 +164,7 @@ class FHAvatarModel(ModelMixin, ConfigMixin):
         use_local_features: bool = True,
         use_fusion_transformer: bool = True,
         use_symmetry: bool = True,
+        visibility_resolution: int = VISIBILITY_RESOLUTION,
     ):
         super().__init__()
         n = _positive_int("num_scales", num_scales)
@@ -178,6 +183,8 @@ class FHAvatarModel(ModelMixin, ConfigMixin):
             raise ValueError(f"`num_heads` ({heads}) must divide `token_channels` ({token_channels}).")
         if _positive_int("window_size", window_size) % 2 == 0:
             raise ValueError(f"`window_size` must be odd, got {window_size}.")
+        if _positive_int("visibility_resolution", visibility_resolution, 16) > 4096:
+            raise ValueError(f"`visibility_resolution` must be an int in [16, 4096], got {visibility_resolution!r}.")
         for name in ("num_fusion_layers", "ffn_ratio", "triplane_channels", "num_res_blocks"):
             _positive_int(name, locals()[name])
         for name, value in (("max_shape_offset", max_shape_offset), ("max_offset", max_offset)):
@@ -303,7 +310,29 @@ class FHAvatarModel(ModelMixin, ConfigMixin):
         return local, masks
 
     # ------------------------------------------------------------------ forward
-    def forward(
+    def forward(self, view: SourceView, return_aux: bool = False) -> UVAttributes:
+        r"""Predict the UV Gaussian attribute maps of the source head seen in `view` (every avatar model's entry).
+
+        Reads the photo composited over the view's background (as in training), p, s, M_v (the view's visibility
+        from a z-buffer `config.visibility_resolution` wide), the texel projections and the prior's sampler; see
+        `predict_maps`.
+
+        Args:
+            view (`SourceView`): from `fhavatar.models.make_source_view`, with `view.layout.resolution` = K.
+            return_aux (`bool`, *optional*, defaults to False): also decode A^1 from F_c^1 alone (`.aux`).
+
+        Returns:
+            `UVAttributes` with maps `[B, ·, K, K]`, `refined_positions` = p_r, and `aux` when `return_aux`.
+        """
+        if not isinstance(view, SourceView):
+            raise TypeError("`view` must be a SourceView (fhavatar.models.make_source_view), got "
+                            f"{type(view).__name__}.")
+        visibility = view.visibility(self.config.visibility_resolution)
+        return self.predict_maps(view.composited, position_map=view.position_map, relative_scale=view.scale_map,
+                                 visibility=visibility, mirror=view.layout, local_uv_pixels=view.texel_pixels,
+                                 triplane_features=view.triplane_sampler, return_aux=return_aux)
+
+    def predict_maps(
         self,
         image: Tensor,  # [B, 3, H, W] in [0, 1]
         position_map: Tensor,  # [B, 3, K, K]  p (UVLayout.position_map of the source head vertices)
@@ -315,7 +344,7 @@ class FHAvatarModel(ModelMixin, ConfigMixin):
         triplane_features: TriplaneLike = None,  # sampler(points [B, M, 3]) -> [B, C_T, M], or [B, C_T, K, K]
         return_aux: bool = False,
     ) -> UVAttributes:
-        r"""Predict the UV Gaussian attribute maps of the source head.
+        r"""Predict the UV Gaussian attribute maps from prepared UV inputs (what `forward` reads of a `SourceView`).
 
         Args:
             image (`Tensor` `[B, 3, H, W]`): the source photo in [0, 1] (512² in the paper; any size works).

@@ -38,8 +38,9 @@ from torch import Tensor
 from ..head.uv import UVLayout
 from ..rendering import Gaussians, render_gaussians
 from ..rendering.cameras import Camera
+from ..rendering.visibility import texel_facing
 from .attributes import UVAttributes
-from .visibility import project_texels, texel_facing, texel_visibility
+from .source_view import SourceView
 
 __all__ = ["ProjectionAvatarModel"]
 
@@ -234,7 +235,7 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
     Example:
         ```py
         >>> model = ProjectionAvatarModel()
-        >>> attributes = model(image, camera, vertices, layout)      # UVAttributes, maps [B, C, K, K]
+        >>> attributes = model(make_source_view(image, camera, head, params, layout))   # UVAttributes [B, C, K, K]
         >>> avatar = Avatar.from_attributes(attributes, layout, head, params)
         ```
     """
@@ -296,69 +297,32 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
         # the model a device and dtype inside a pipeline and makes `save_pretrained` write a weights file.
         self.register_buffer("identity_rotation", torch.tensor([1.0, 0.0, 0.0, 0.0]))
 
-    # ------------------------------------------------------------------ inputs
-    @staticmethod
-    def _check_inputs(image, camera, vertices, layout, mask) -> None:
-        if not isinstance(layout, UVLayout):
-            raise TypeError(f"`layout` must be a fhavatar.head.uv.UVLayout, got {type(layout).__name__}.")
-        if not isinstance(image, Tensor) or image.dim() != 4 or image.shape[1] != 3 or not image.is_floating_point():
-            shape = list(image.shape) if isinstance(image, Tensor) else type(image).__name__
-            raise ValueError(f"`image` must be a float tensor of shape [B, 3, H, W] in [0, 1], got {shape}.")
-        batch, _, height, width = image.shape
-        if not isinstance(camera, Camera):
-            raise TypeError(f"`camera` must be a fhavatar.rendering.Camera, got {type(camera).__name__}.")
-        if len(camera) not in (1, batch):
-            raise ValueError(f"`camera` must hold 1 or B={batch} cameras, got {len(camera)}.")
-        expected = (batch, layout.num_vertices, 3)
-        if not isinstance(vertices, Tensor) or tuple(vertices.shape) != expected:
-            shape = list(vertices.shape) if isinstance(vertices, Tensor) else type(vertices).__name__
-            raise ValueError(f"`vertices` must have shape {list(expected)} (the source head mesh), got {shape}.")
-        if mask is not None and (not isinstance(mask, Tensor) or tuple(mask.shape) != (batch, 1, height, width)):
-            shape = list(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
-            raise ValueError(f"`mask` must have shape [{batch}, 1, {height}, {width}] like `image`, got {shape}.")
-
     # ------------------------------------------------------------------ forward
     @torch.no_grad()
-    def forward(
-        self,
-        image: Tensor,  # [B, 3, H, W] in [0, 1]
-        camera: Camera,  # 1 or B cameras
-        vertices: Tensor,  # [B, V, 3] source head mesh, head space
-        layout: UVLayout,
-        triplane: Tensor | None = None,
-        prior=None,
-        mask: Tensor | None = None,  # [B, 1, H, W] foreground in [0, 1]
-    ) -> UVAttributes:
-        """Attribute maps of the avatar seen in `image`.
+    def forward(self, view: SourceView) -> UVAttributes:
+        """Attribute maps of the avatar seen in the source photo.
 
         Args:
-            image (`Tensor` of shape `[B, 3, H, W]`): the source photo, RGB in [0, 1].
-            camera (`Camera`): the source camera(s), normalised intrinsics (1 or B cameras).
-            vertices (`Tensor` of shape `[B, V, 3]`): the fitted source head mesh in head space.
-            layout (`UVLayout`): the head model's atlas; its resolution K is the maps' resolution.
-            triplane, prior: accepted for interface parity with `FHAvatarModel`; unused (no prior here).
-            mask (`Tensor` of shape `[B, 1, H, W]`, *optional*): foreground matte; background is never sampled.
+            view (`SourceView`): the photo (`image` and its `mask`: background is never sampled), camera, fitted
+                source head mesh and its layout, from `make_source_view`. The prior's sampler, if any, is unused.
 
         Returns:
-            `UVAttributes` with maps `[B, C, K, K]` and `refined_positions` = the position map of `vertices`.
+            `UVAttributes` with maps `[B, C, K, K]` and `refined_positions` = the position map of the source mesh.
         """
-        self._check_inputs(image, camera, vertices, layout, mask)
-        if triplane is not None or prior is not None:
-            logger.debug("ProjectionAvatarModel ignores `triplane`/`prior` (it uses no prior).")
+        if not isinstance(view, SourceView):
+            raise TypeError("`view` must be a SourceView (fhavatar.models.make_source_view), got "
+                            f"{type(view).__name__}.")
+        image, mask, camera, vertices, layout = view.image, view.mask, view.camera, view.vertices, view.layout
         cfg = self.config
         batch, _, height, width = image.shape
         k, valid = layout.resolution, layout.valid
-        vertices = vertices.to(device=image.device, dtype=torch.float32)
-        camera = camera.to(device=image.device, dtype=torch.float32)
 
         # 1. Projection, visibility and the confidence of the projected colours. A texel seen head-on keeps the
         #    photo's colour as is: blending it with mirrored or default colours (e.g. feathering inward from the
         #    edge of the seen area) would change the source view.
-        zb_w = cfg.render_resolution
-        zb_h = max(1, round(cfg.render_resolution * height / width))
-        visible = texel_visibility(layout, vertices, camera, zb_w, zb_h, cfg.depth_tolerance, cfg.min_cosine,
-                                   cfg.silhouette_margin)  # [B, 1, K, K]
-        uv, _ = project_texels(layout, vertices, camera, width, height)  # [B, K, K, 2]
+        visible = view.visibility(cfg.render_resolution, cfg.depth_tolerance, cfg.min_cosine,
+                                  cfg.silhouette_margin)  # [B, 1, K, K]
+        uv = view.texel_pixels  # [B, K, K, 2]
         grid = uv / torch.tensor([width, height], dtype=uv.dtype, device=uv.device) * 2 - 1
         projected = F.grid_sample(image.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
         edge_weight = torch.ones_like(visible)
@@ -387,14 +351,14 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
         confidence = confidence * (2 * quality / (quality + mirror_quality).clamp(min=1e-6)).clamp(max=1)
 
         # 2. Region defaults from colours estimated in the photo.
-        positions = layout.position_map(vertices)
+        positions = view.position_map
         rings = max(1, round(cfg.feather_width * k))
         defaults = torch.stack([self._default_colors(layout, positions[b], projected[b], seen[b, 0])
                                 for b in range(batch)])
         defaults = _box_blur(defaults, valid, max(1, rings // 2))
 
         # 3. Neutral geometry.
-        texel = layout.scale_map(vertices)  # [B, 1, K, K] head units per texel
+        texel = view.scale_map  # [B, 1, K, K] head units per texel
         # Sharper splats on the face, where the photo has detail and the surface is seen head-on; the default
         # width elsewhere keeps silhouettes, scalp and neck closed.
         face = (layout.region("face") | layout.region("eyes") | layout.region("mouth"))[None, None]

@@ -1,7 +1,7 @@
-"""The frozen PanoHead prior (paper §3.3): tri-grid generator, dual-encoder inversion, checkpoint conversion.
+"""The frozen PanoHead prior (paper §3.3): tri-grid generator and dual-encoder inversion.
 
-`fhavatar.prior.convert` (official checkpoints -> safetensors) is not imported here, so that
-`python -m fhavatar.prior.convert` runs it as a fresh module.
+Official checkpoints are converted offline into `PanoHeadPrior.from_pretrained` folders by
+`python -m fhavatar.tools.convert_prior` (an offline tool: nothing here imports it).
 """
 
 from .generator import PanoHeadGenerator

@@ -4,13 +4,13 @@
 reads its features at head-space points (the global UV features F_g of the avatar model), and
 `render(T, camera)` volume-renders and super-resolves it (the pseudo multi-view supervision of §3.5).
 
-Coordinates. FHAvatar's head space *is* PanoHead's world frame (DESIGN.md): +y up, the face toward +z,
+Coordinates. FHAvatar's head space *is* PanoHead's world frame (ARCHITECTURE.md): +y up, the face toward +z,
 cameras at radius 2.7, the tri-grid spanning the cube `[-box_warp/2, box_warp/2]³` = `[-0.5, 0.5]³` around the
 origin. `sample` therefore maps a head-space point p to the prior's box as `p + head_offset` (default: zero,
 no scale), and `Camera.to_label()` is directly PanoHead's camera label (OpenCV axes, normalised intrinsics).
 
-The official weights are not shipped; `fhavatar.prior.convert` turns official checkpoints into `from_pretrained`
-folders. Treat them as non-commercial (DESIGN.md): PanoHead's README shows a CC-BY-4.0 badge, but its network code
+The official weights are not shipped; `fhavatar.tools.convert_prior` turns official checkpoints into `from_pretrained`
+folders. Treat them as non-commercial (ARCHITECTURE.md): PanoHead's README shows a CC-BY-4.0 badge, but its network code
 derives from NVIDIA's EG3D (NVIDIA Source Code License, non-commercial); the inversion follows its authors' terms.
 """
 
@@ -203,7 +203,7 @@ class PanoHeadPrior(ModelMixin, ConfigMixin):
         if self.inversion is None:
             raise ValueError(
                 "This PanoHeadPrior has no inversion (config `inversion_config` is None): convert an inversion checkpoint "
-                "with `python -m fhavatar.prior.convert inversion ...` or build it with `inversion_config=` kwargs."
+                "with `python -m fhavatar.tools.convert_prior inversion ...` or build it with `inversion_config=` kwargs."
             )
         label = camera.to_label().to(device=image.device, dtype=image.dtype)
         return self.inversion(image, label, self.generator)

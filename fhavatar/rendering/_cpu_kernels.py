@@ -202,7 +202,12 @@ def gather_rows(params, ids, out):  # params [N, D], ids [K], out [K, D]: out[k]
 
 @njit(inline="always")
 def _tile_window(rec, k, x0, y0, tile_w, tile_h):
-    """Rows [r0, r1] and columns [lo, lo + count) of the tile that the ellipse of intersection k can reach."""
+    """Rows [r0, r1] and columns [lo, lo + count) of the tile that the ellipse of intersection k can reach.
+
+    count <= 0: nothing to composite (the ellipse misses the tile, or the Gaussian never reaches 1/255).
+    """
+    if rec[k, P_MAX_SIGMA] < 0.0:
+        return 0, 0, 0, 0
     ey = rec[k, P_EY]
     if ey < 0.0:
         return 0, tile_h - 1, 0, tile_w
@@ -213,6 +218,13 @@ def _tile_window(rec, k, x0, y0, tile_w, tile_h):
     lo = max(int(math.ceil(mx - ex - 0.5)) - x0, 0)
     hi = min(int(math.floor(mx + ex - 0.5)) - x0, tile_w - 1)
     return r0, r1, lo, hi - lo + 1
+
+
+@njit(inline="always")
+def _gaussian_params(rec, k):
+    """What the pixel loops read of intersection k: opacity, 2D mean, conic [[a, b], [b, c]], fused channels."""
+    return (rec[k, P_OPACITY], rec[k, P_MX], rec[k, P_MY], rec[k, P_A], rec[k, P_B], rec[k, P_C],
+            rec[k, PARAM_FIELDS], rec[k, PARAM_FIELDS + 1], rec[k, PARAM_FIELDS + 2], rec[k, PARAM_FIELDS + 3])
 
 
 # Rows of the forward tile buffer (each `_TILE_BUF` floats, pixel (r, q) at r * _ROW_STRIDE + q).
@@ -251,16 +263,11 @@ def _forward_tile(t, rec, offsets, width, height, tiles_x, out_render, out_trans
                     n_live += row_live[r]
             if n_live == 0:
                 break
-        if rec[k, P_MAX_SIGMA] < 0.0:
-            continue
         r0, r1, lo, count = _tile_window(rec, k, x0, y0, tile_w, tile_h)
         if count <= 0:
             continue
         width8 = np.uintp(((count + LANES - 1) // LANES) * LANES)
-        opac, mx, my = rec[k, P_OPACITY], rec[k, P_MX], rec[k, P_MY]
-        ca, cb, cc = rec[k, P_A], rec[k, P_B], rec[k, P_C]
-        col0, col1 = rec[k, PARAM_FIELDS], rec[k, PARAM_FIELDS + 1]
-        col2, col3 = rec[k, PARAM_FIELDS + 2], rec[k, PARAM_FIELDS + 3]
+        opac, mx, my, ca, cb, cc, col0, col1, col2, col3 = _gaussian_params(rec, k)
         k_rel = f32(k - start)
         for r in range(r0, r1 + 1):
             if not row_live[r]:
@@ -355,16 +362,11 @@ def _backward_tile(t, rec, offsets, width, height, tiles_x, transmittance, last_
                     grads[c - FUSED_CHANNELS, p] = grad_render[c, y0 + r, x0 + q]
     for k_rel in range(row_last.max(), -1, -1):
         k = start + k_rel
-        if rec[k, P_MAX_SIGMA] < 0.0:
-            continue
         r0, r1, lo, count = _tile_window(rec, k, x0, y0, tile_w, tile_h)
         if count <= 0:
             continue
         width8 = np.uintp(((count + LANES - 1) // LANES) * LANES)
-        opac, mx, my = rec[k, P_OPACITY], rec[k, P_MX], rec[k, P_MY]
-        ca, cb, cc = rec[k, P_A], rec[k, P_B], rec[k, P_C]
-        col0, col1 = rec[k, PARAM_FIELDS], rec[k, PARAM_FIELDS + 1]
-        col2, col3 = rec[k, PARAM_FIELDS + 2], rec[k, PARAM_FIELDS + 3]
+        opac, mx, my, ca, cb, cc, col0, col1, col2, col3 = _gaussian_params(rec, k)
         fk = f32(k_rel)
         touched = False
         g_mx = g_my = g_a = g_b = g_c = g_o = vc0 = vc1 = vc2 = vc3 = f32(0.0)

@@ -40,6 +40,17 @@ def _limits(fx, fy, cx, cy, width, height):
     return (width - cx) / fx + margin_x, cx / fx + margin_x, (height - cy) / fy + margin_y, cy / fy + margin_y
 
 
+@njit(inline="always")
+def _view_jacobian(fx, fy, tz, uc, vc, w):
+    """J W [2, 3]: the perspective Jacobian at the clamped (uc, vc) = (x/z, y/z) times the view rotation `w`."""
+    j00, j02, j11, j12 = fx / tz, -fx * uc / tz, fy / tz, -fy * vc / tz
+    jw = np.empty((2, 3))
+    for k in range(3):
+        jw[0, k] = j00 * w[0, k] + j02 * w[2, k]
+        jw[1, k] = j11 * w[1, k] + j12 * w[2, k]
+    return jw
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def project_forward(
     means,  # [N, 3]
@@ -76,11 +87,7 @@ def project_forward(
         # T = J W R S: the 2x3 map whose T Tᵀ is the projected covariance.
         uc = min(max(tx / tz, -lim_xn), lim_xp)
         vc = min(max(ty / tz, -lim_yn), lim_yp)
-        j00, j02, j11, j12 = fx / tz, -fx * uc / tz, fy / tz, -fy * vc / tz
-        jw = np.empty((2, 3))
-        for k in range(3):
-            jw[0, k] = j00 * w[0, k] + j02 * w[2, k]
-            jw[1, k] = j11 * w[1, k] + j12 * w[2, k]
+        jw = _view_jacobian(fx, fy, tz, uc, vc, w)
         a = EPS2D
         b = 0.0
         c = EPS2D
@@ -143,11 +150,7 @@ def project_backward(
         clip_y = v < -lim_yn or v > lim_yp
         uc = min(max(u, -lim_xn), lim_xp)
         vc = min(max(v, -lim_yn), lim_yp)
-        j00, j02, j11, j12 = fx / tz, -fx * uc / tz, fy / tz, -fy * vc / tz
-        jw = np.empty((2, 3))
-        for k in range(3):
-            jw[0, k] = j00 * w[0, k] + j02 * w[2, k]
-            jw[1, k] = j11 * w[1, k] + j12 * w[2, k]
+        jw = _view_jacobian(fx, fy, tz, uc, vc, w)
         # M = R S (3x3), Σ = M Mᵀ; T = J W (2x3); cov2d = T Σ Tᵀ + eps I.
         m = np.empty((3, 3))
         for i in range(3):

@@ -34,7 +34,7 @@ def _as_vec3(name: str, value: _Vec3, dtype: torch.dtype, device=None) -> Tensor
 class Camera:
     """A batch of B pinhole cameras.
 
-    Convention (DESIGN.md): OpenCV camera axes (x right, y down, z forward) and a right-handed head space
+    Convention (ARCHITECTURE.md): OpenCV camera axes (x right, y down, z forward) and a right-handed head space
     with +y up and the face looking toward +z. Intrinsics are *normalised* — `fx, cx` are fractions of the
     image width and `fy, cy` of its height — so one camera serves every resolution.
 

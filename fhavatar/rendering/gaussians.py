@@ -8,17 +8,10 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
+from .._checks import check_finite_fields, check_float_fields
+from ..rotations import quat_to_rotmat
+
 __all__ = ["Gaussians"]
-
-
-def _check_finite(name: str, value: Tensor) -> None:
-    # NaN/inf survive a sum, so one reduction settles the common (all finite) case; the element-wise test
-    # only runs to explain a failure (or when a huge finite sum overflowed).
-    if value.numel() == 0 or torch.isfinite(value.sum()):
-        return
-    if not torch.isfinite(value).all():
-        bad = (~torch.isfinite(value)).sum().item()
-        raise ValueError(f"Gaussians.{name} must be finite, but it holds {bad} NaN/inf value(s).")
 
 
 @dataclass
@@ -58,12 +51,7 @@ class Gaussians:
     # ------------------------------------------------------------------ validation
     def validate(self, check_values: bool = True) -> None:
         """Check shapes, dtypes, devices and (optionally) values; raise `ValueError` on the first problem."""
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if not isinstance(value, Tensor):
-                raise TypeError(f"Gaussians.{f.name} must be a torch.Tensor, got {type(value).__name__}.")
-            if not value.is_floating_point():
-                raise ValueError(f"Gaussians.{f.name} must be a floating-point tensor, got dtype {value.dtype}.")
+        check_float_fields(self, dtype_error=ValueError)
         n = self.means.shape[0] if self.means.dim() == 2 else -1
         expected = {"means": (n, 3), "quats": (n, 4), "scales": (n, 3), "opacities": (n,)}
         if self.means.dim() != 2 or self.means.shape[1] != 3:
@@ -85,9 +73,8 @@ class Gaussians:
                 )
         if not check_values or n == 0:
             return
+        check_finite_fields(self)
         with torch.no_grad():
-            for f in fields(self):
-                _check_finite(f.name, getattr(self, f.name))
             # One reduction each: validation runs on every render, so it must stay cheap.
             if self.scales.min() <= 0:
                 raise ValueError(
@@ -155,17 +142,3 @@ class Gaussians:
         rot = quat_to_rotmat(self.quats)
         m = rot * self.scales[:, None, :]
         return m @ m.transpose(-1, -2)
-
-
-def quat_to_rotmat(quats: Tensor) -> Tensor:  # [N, 4] (w, x, y, z) -> [N, 3, 3]
-    """Rotation matrices from (not necessarily normalised) quaternions `(w, x, y, z)`."""
-    q = quats / quats.norm(dim=-1, keepdim=True)
-    w, x, y, z = q.unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).reshape(quats.shape[:-1] + (3, 3))

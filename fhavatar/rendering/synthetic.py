@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
 
+from ..rotations import quat_from_z_to
 from .gaussians import Gaussians
 
 __all__ = ["synthetic_head", "DEFAULT_NUM_GAUSSIANS"]
@@ -32,17 +32,6 @@ _FEATURES = (
     ((0.40, 0.24, 0.90), 0.045, (0.22, 0.14, 0.10)),  # brows (wide, flat)
     ((-0.40, 0.24, 0.90), 0.045, (0.22, 0.14, 0.10)),
 )
-
-
-def _frame_quats(normals: Tensor) -> Tensor:  # [N, 3] -> [N, 4] (w, x, y, z)
-    """Quaternions rotating the local z axis onto each unit normal."""
-    z = torch.tensor([0.0, 0.0, 1.0], dtype=normals.dtype)
-    axis = torch.cross(z.expand_as(normals), normals, dim=-1)
-    cos = normals[:, 2].clamp(-1.0, 1.0)
-    half = torch.acos(cos) / 2
-    sin_axis = axis / axis.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-    q = torch.cat([torch.cos(half)[:, None], torch.sin(half)[:, None] * sin_axis], dim=-1)
-    return torch.where(cos[:, None] > 1 - 1e-9, torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=normals.dtype), q)
 
 
 def synthetic_head(
@@ -112,7 +101,7 @@ def synthetic_head(
     opacities = 0.9 + 0.1 * torch.rand(num_gaussians, generator=generator, dtype=torch.float64)
     return Gaussians(
         means=means.float(),
-        quats=_frame_quats(normals).float(),
+        quats=quat_from_z_to(normals).float(),
         scales=scales.float().contiguous(),
         opacities=opacities.float(),
         colors=colours.clamp(0, 1).float(),

@@ -36,6 +36,7 @@ from typing import Literal
 
 import numpy as np
 
+from ..head.canonical_face import canonical_face
 from ..rendering.cameras import PANOHEAD_FOCAL, PANOHEAD_RADIUS
 
 __all__ = [
@@ -78,8 +79,6 @@ _BORDERS = ("replicate", "constant", "reflect")
 @functools.lru_cache(maxsize=1)
 def _canonical_fit_points() -> tuple[np.ndarray, np.ndarray]:
     """(indices [K], canonical points [K, 3] in camera axes: x right, y down, z away from the viewer)."""
-    from ..head.build_open_head import canonical_face
-
     vertices = canonical_face()[0]  # [468, 3] cm, landmark order
     keep = np.array([i for i in range(len(vertices)) if vertices[i, 1] > _FIT_MIN_Y_CM and i not in _EYE_CONTOURS])
     return keep, vertices[keep] * np.array([1.0, -1.0, -1.0])

@@ -1,6 +1,6 @@
 """Head-model fitting: one photo or a driving video -> aligned crop, PanoHead camera and OpenHead parameters.
 
-Conventions (DESIGN.md). World = head space (+y up, the face toward +z, 1.8 units/m). The fitted head stays
+Conventions (ARCHITECTURE.md). World = head space (+y up, the face toward +z, 1.8 units/m). The fitted head stays
 canonical (zero `global_rotation`/`translation`) and the camera moves around it, PanoHead style: the head's
 rigid pose in the crop's OpenCV camera (x right, y down, z forward) is `world2cam = [R | t]`
 (`FaceTrack.head_rotation`, `FaceTrack.head_translation`) and `FaceTrack.camera.cam2world` is its inverse, with
@@ -37,18 +37,13 @@ import numpy as np
 import torch
 
 from ..head.open_head import NUM_FACE_VERTICES, OpenHead, OpenHeadParams
+from ..io import load_image
 from ..rendering.cameras import PANOHEAD_FOCAL, Camera
-from .align import _EYE_CONTOURS, DEFAULT_CROP_SIZE, CropTransform, compute_crop
+from ..rotations import HEAD_TO_CAMERA, axis_angle_to_matrix_np, head_angles, rotation_from_angles, skew_np
+from .align import _EYE_CONTOURS, DEFAULT_CROP_SIZE, compute_crop
+from .face_track import FaceTrack
 from .fit_flame import fit_flame
 from .landmarks import FaceLandmarker
-from .motion import (
-    HEAD_TO_CAMERA,
-    _rodrigues,
-    _rz,
-    _skew,
-    head_angles,
-    rotation_from_angles,
-)
 from .silhouette import check_mask, matte_trusted, mirror_hidden_side, on_background, silhouette_targets
 
 __all__ = [
@@ -78,51 +73,6 @@ RIGID_STEPS, WARM_RIGID_STEPS = 8, 3
 EYE_STEPS, MAX_EYE_ANGLE = 4, math.radians(40.0)
 _IRIS_CENTRES = (473, 468)  # OpenHeadParams.eyes order: the subject's left eye (x > 0), then the right eye
 _EYE_JOINTS = (3, 4)
-
-
-@dataclass
-class FaceTrack:
-    """One tracked image (a photo or a video frame).
-
-    Attributes:
-        image (`np.ndarray` of shape `[512, 512, 3]`, uint8): the aligned PanoHead-style crop.
-        mask (`np.ndarray` of shape `[512, 512]`, float32, or `None`): foreground probability of the crop
-            (MediaPipe selfie segmentation); `None` when not computed (driving videos by default).
-        crop (`CropTransform`): original image -> crop.
-        landmarks (`np.ndarray` of shape `[478, 3]`, float32): Face Mesh landmarks in crop pixels, z scaled like x.
-        camera (`Camera`, batch 1): PanoHead intrinsics; `cam2world` places the camera around the canonical head.
-        params (`OpenHeadParams`, batch 1): expression residuals and eye rotations; zero jaw, neck, global
-            rotation and translation (the head is canonical; the camera carries the pose).
-        head_rotation (`np.ndarray` of shape `[3, 3]`): head space -> crop camera rotation (`world2cam[:3, :3]`).
-        head_translation (`np.ndarray` of shape `[3]`): `world2cam[:3, 3]`, head units.
-        reprojection_error (`float`): mean landmark reprojection error of the fitted model / face box size.
-        rigid_error (`float`): the same for the rigidly posed template (expression zero): how well the pose fits.
-        has_face (`bool`): False for video frames without a detected face (filled by interpolation).
-    """
-
-    image: np.ndarray  # [512, 512, 3] uint8
-    mask: np.ndarray | None  # [512, 512] float32
-    crop: CropTransform
-    landmarks: np.ndarray  # [478, 3]
-    camera: Camera
-    params: OpenHeadParams
-    head_rotation: np.ndarray  # [3, 3]
-    head_translation: np.ndarray  # [3]
-    reprojection_error: float
-    rigid_error: float
-    has_face: bool = True
-
-    @property
-    def world2cam(self) -> np.ndarray:  # [4, 4]
-        """Head space -> crop camera rigid transform."""
-        out = np.eye(4)
-        out[:3, :3], out[:3, 3] = self.head_rotation, self.head_translation
-        return out
-
-    @property
-    def frame_rotation(self) -> np.ndarray:  # [3, 3]
-        """The head's rotation in the original image's camera axes: the crop's roll undone (head roll kept)."""
-        return _rz(self.crop.roll) @ self.head_rotation
 
 
 @dataclass
@@ -186,7 +136,7 @@ class _HeadArrays:
         for e in range(2):
             w = self.eye_weights[:, e]
             if w.any() and np.any(eyes[e]):
-                rotated = (rest - self.eye_joints[e]) @ _rodrigues(eyes[e]).T + self.eye_joints[e]
+                rotated = (rest - self.eye_joints[e]) @ axis_angle_to_matrix_np(eyes[e]).T + self.eye_joints[e]
                 posed += w[:, None] * (rotated - rest)
         return (posed[self.corners] * self.bary[..., None]).sum(1)
 
@@ -240,11 +190,11 @@ def _refine_rigid(lm, arrays, rot, trans, size, steps, stable):
         dproj = np.zeros((len(z), 2, 3))  # d(u, v) / dp
         dproj[:, 0, 0] = dproj[:, 1, 1] = f / z
         dproj[:, :, 2] = -f * p[:, :2] / z[:, None] ** 2
-        jac = np.concatenate([dproj @ -_skew(rp), dproj], 2).reshape(-1, 6)  # [2N, 6]: (omega, t)
+        jac = np.concatenate([dproj @ -skew_np(rp), dproj], 2).reshape(-1, 6)  # [2N, 6]: (omega, t)
         wr = np.repeat(w, 2)
         jtj = (jac * wr[:, None]).T @ jac
         step = np.linalg.solve(jtj + damping * np.diag(np.diag(jtj)), -(jac * wr[:, None]).T @ res.ravel())
-        rot, trans = _rodrigues(step[:3]) @ rot, trans + step[3:]
+        rot, trans = axis_angle_to_matrix_np(step[:3]) @ rot, trans + step[3:]
     return rot, trans
 
 
@@ -302,11 +252,11 @@ def _eyes(lm, arrays, rot, trans, rest, size):
         d = (bary * w) @ (corners - joint)
         f, angles = PANOHEAD_FOCAL * size, np.zeros(2)
         for _ in range(EYE_STEPS):
-            rd = _rodrigues(np.array([angles[0], angles[1], 0.0])) @ d
+            rd = axis_angle_to_matrix_np(np.array([angles[0], angles[1], 0.0])) @ d
             p = rot @ (a + rd) + trans
             res = f * p[:2] / p[2] + size / 2.0 - lm[iris, :2]
             dproj = np.array([[f / p[2], 0.0, -f * p[0] / p[2] ** 2], [0.0, f / p[2], -f * p[1] / p[2] ** 2]])
-            jac = dproj @ rot @ -_skew(rd)[:, :2]  # exact at zero angles, close enough near them
+            jac = dproj @ rot @ -skew_np(rd)[:, :2]  # exact at zero angles, close enough near them
             angles = np.clip(angles - np.linalg.lstsq(jac, res, rcond=None)[0], -MAX_EYE_ANGLE, MAX_EYE_ANGLE)
         eyes[e, :2] = angles
     return eyes
@@ -434,8 +384,6 @@ def track_image(image, landmarker: FaceLandmarker | None = None, head: OpenHead 
         ((512, 512, 3), torch.Size([1, 25]))
         ```
     """
-    from ..io import load_image
-
     image = load_image(image)
     own = landmarker is None
     landmarker = FaceLandmarker() if own else landmarker

@@ -42,6 +42,7 @@ from torch import Tensor
 
 from ..head.open_head import NUM_FACE_VERTICES, OpenHead
 from ..rendering.cameras import Camera
+from ..rendering.visibility import mesh_depth
 
 __all__ = [
     "MAX_OUTSIDE_FRACTION",
@@ -127,8 +128,6 @@ def _posed(head: OpenHead, expression: np.ndarray) -> Tensor:  # [468, 3] -> [1,
 
 def _seen_face_vertices(head: OpenHead, vertices: Tensor, camera: Camera, size: int):
     """Pixels `[468, 2]`, visibility `[468]` bool (depth test against the whole head) and z-buffer `[S, S]`."""
-    from ..models.visibility import mesh_depth  # the mesh z-buffer of the visibility test
-
     with torch.no_grad():
         depth = mesh_depth(vertices, head.faces, camera, size, size)[0, 0].cpu().double().numpy()
         pix, z = camera.to(device=vertices.device, dtype=vertices.dtype).project(vertices[:, :NUM_FACE_VERTICES],

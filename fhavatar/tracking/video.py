@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 
 import numpy as np
 
 from ..head.open_head import OpenHead
+from ..io import read_video, to_uint8_frames
 from .align import DEFAULT_CROP_SIZE, CropTransform, compute_crop
-from .fit import FaceTrack, _arrays, _rigid, fit_open_head, make_track
+from .face_track import FaceTrack
+from .fit import _arrays, _rigid, fit_open_head, make_track
 from .landmarks import FaceLandmarker, NoFaceError
-from .motion import interpolate_missing, smooth_sequence
+from .smoothing import interpolate_missing, smooth_sequence
 
 __all__ = ["CROP_SMOOTHING_FACTOR", "DEFAULT_SMOOTHING", "LANDMARK_RANGE", "TRACK_PRIMING", "track_video"]
 
@@ -35,10 +38,6 @@ CROP_SMOOTHING_FACTOR = 2.0
 
 
 def _as_frames(frames_or_path) -> list[np.ndarray]:
-    import os
-
-    from ..io import read_video, to_uint8_frames
-
     if isinstance(frames_or_path, (str, os.PathLike)):
         return read_video(frames_or_path)[0]
     if isinstance(frames_or_path, np.ndarray) and frames_or_path.ndim == 4:

@@ -11,11 +11,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from fhavatar.head import convert_flame as cf
-from fhavatar.head._restricted_pickle import RefusedPickleError, as_array, load_pickle
 from fhavatar.head.base import HEAD_UNITS_PER_METRE, REGION_NAMES
 from fhavatar.head.flame import FLAME, FLAME_HEAD_CENTRE_M, FLAMEParams
 from fhavatar.head.lbs import axis_angle_to_matrix
+from fhavatar.tools import convert_flame as cf
+from fhavatar.tools.restricted_pickle import RefusedPickleError, as_array, load_pickle
 from tests.head.synthetic_flame import NUM_EXPRESSION, NUM_SHAPE, fake_chumpy, random_flame, write_synthetic_flame
 
 

@@ -10,16 +10,10 @@ import pytest
 import torch
 
 from fhavatar.head.base import HEAD_UNITS_PER_METRE
-from fhavatar.head.build_open_head import (
-    DEFAULT_OBJ,
-    LEFT_EYE_CONTOUR,
-    build_open_head,
-    canonical_face,
-    mesh_report,
-    save_asset,
-)
+from fhavatar.head.canonical_face import DEFAULT_OBJ, LEFT_EYE_CONTOUR, canonical_face
 from fhavatar.head.lbs import axis_angle_to_matrix
 from fhavatar.head.open_head import OpenHead, OpenHeadParams, default_asset_path
+from fhavatar.tools.build_open_head import build_open_head, mesh_report, save_asset
 
 JAW, LEFT_EYE, RIGHT_EYE = 2, 3, 4
 
@@ -233,7 +227,7 @@ def _build_in_subprocess(path, threads: int) -> bytes:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads),
            "MKL_NUM_THREADS": str(threads)}
     code = ("import sys, torch; torch.set_num_threads(int(sys.argv[2])); "
-            "from fhavatar.head.build_open_head import main; main(['--out', sys.argv[1]])")
+            "from fhavatar.tools.build_open_head import main; main(['--out', sys.argv[1]])")
     subprocess.run([sys.executable, "-c", code, str(path), str(threads)], env=env, check=True,
                    capture_output=True, timeout=300)
     return path.read_bytes()
@@ -252,7 +246,7 @@ def test_build_is_byte_identical_across_thread_counts_and_matches_the_packaged_a
         if value.is_floating_point():
             torch.testing.assert_close(other, value, atol=1e-6, rtol=0, msg=name)
         else:
-            assert torch.equal(other, value), f"{name}: rebuild the asset (python -m fhavatar.head.build_open_head)"
+            assert torch.equal(other, value), f"{name}: rebuild the asset (python -m fhavatar.tools.build_open_head)"
 
 
 def test_propagation_weights_are_mirror_symmetric(head):

@@ -301,7 +301,7 @@ def test_spacefile_shapes_that_are_refused(tmp_path):
     refused("Spacefile: empty", lambda: load_spacefile(write(tmp_path / "empty", b"")), r"must be a YAML mapping")
     refused("Spacefile: missing keys", lambda: load_spacefile(write(tmp_path / "few", b"title: x\n")),
             r"missing keys \['sdk', 'sdk_version', 'app_file'\]")
-    refused("Spacefile: missing file", lambda: load_spacefile(tmp_path / "none"), r"No Spacefile")
+    refused("Spacefile: missing file", lambda: load_spacefile(tmp_path / "none"), r"Spacefile .*none' does not exist")
     handled("Spacefile: the repository's", lambda: load_spacefile(ROOT / "Spacefile"),
             lambda d: d["app_file"] == "app.py" or pytest.fail())
 
@@ -357,7 +357,7 @@ def _payload_file(folder: Path, name: str, marker: Path) -> Path:
 
 def _converter(name: str, out: Path):
     if name.startswith("convert_flame."):
-        from fhavatar.head import convert_flame
+        from fhavatar.tools import convert_flame
 
         return {
             "read_flame_model": lambda p: convert_flame.read_flame_model(p),
@@ -369,7 +369,8 @@ def _converter(name: str, out: Path):
         from fhavatar.metrics._common import load_state_dict_file
 
         return lambda p: load_state_dict_file(p, "weights")
-    prior_convert = pytest.importorskip("fhavatar.prior.convert", reason="the PanoHead converter is not there yet")
+    from fhavatar.tools import convert_prior as prior_convert
+
     return {"prior.convert_panohead": lambda p: prior_convert.convert_panohead(p, out / "prior"),
             "prior.convert_inversion": lambda p: prior_convert.convert_inversion(p, out / "prior")}[name]
 
@@ -387,7 +388,7 @@ def test_pickles_with_code_never_run_in_any_converter(tmp_path, converter, file_
 
 
 def test_converter_command_lines_refuse_payloads(tmp_path, capsys):
-    from fhavatar.head import convert_flame
+    from fhavatar.tools import convert_flame
 
     marker = tmp_path / "PAYLOAD_RAN"
     evil = _payload_file(tmp_path, "open-p2.pkl", marker)
@@ -404,7 +405,7 @@ def test_pickled_sparse_matrix_with_a_huge_shape(tmp_path):
     import sys
     import types
 
-    from fhavatar.head._restricted_pickle import as_array, load_pickle
+    from fhavatar.tools.restricted_pickle import as_array, load_pickle
 
     module = types.ModuleType("scipy.sparse._csc")
 

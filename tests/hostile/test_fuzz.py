@@ -194,7 +194,7 @@ def test_read_safetensors_on_hostile_files(scratch, data):
 @example(data=b"\x80\x02Q.")  # a persistent id: what a torch zip's data.pkl holds
 @given(data=st.one_of(st.binary(max_size=64), mutated(b"\x80\x04\x95\x15\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x01a\x94K\x01s.")))
 def test_restricted_unpickler_on_random_bytes(data):
-    from fhavatar.head._restricted_pickle import load_pickle
+    from fhavatar.tools.restricted_pickle import load_pickle
 
     _classify(lambda: load_pickle(data, source="fuzzed.pkl"))
 

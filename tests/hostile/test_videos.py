@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fhavatar import io as fio
 from fhavatar.io import read_video, video_info
+from fhavatar.io import video as fio  # the module whose globals read_video uses
 
 from .catalogue import elapsed, ffmpeg, handled, refused, write
 

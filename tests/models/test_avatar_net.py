@@ -75,7 +75,7 @@ def test_presets_follow_the_paper():
 def test_output_shapes_dtypes_and_ranges():
     model = _model()
     x = _inputs()
-    out = model(**x, return_aux=True)
+    out = model.predict_maps(**x, return_aux=True)
     assert isinstance(out, UVAttributes)
     out.validate()
     for result in (out, out.aux):
@@ -90,17 +90,17 @@ def test_output_shapes_dtypes_and_ranges():
         assert result.offsets.abs().max() <= 0.02
     # Δp starts at zero (zero-initialised last layer) and stays bounded.
     torch.testing.assert_close(out.refined_positions, x["position_map"])
-    out = _perturb_zero_inits(model)(**x)
+    out = _perturb_zero_inits(model).predict_maps(**x)
     delta = out.refined_positions - x["position_map"]
     assert delta.abs().max() > 0 and delta.abs().max() <= model.config.max_shape_offset
-    assert model(**x, return_aux=False).aux is None
+    assert model.predict_maps(**x, return_aux=False).aux is None
 
 
 def test_batch_elements_are_independent():
     model = _perturb_zero_inits(_model())
     x = _inputs()
-    both = model(**x)
-    one = model(**{k: (v[1:] if k not in ("relative_scale", "mirror") else v) for k, v in x.items()})
+    both = model.predict_maps(**x)
+    one = model.predict_maps(**{k: (v[1:] if k not in ("relative_scale", "mirror") else v) for k, v in x.items()})
     torch.testing.assert_close(_flat(one), torch.cat([getattr(both, f)[1:].flatten() for f in MAPS]), rtol=1e-4, atol=1e-5)
 
 
@@ -110,20 +110,20 @@ def test_save_pretrained_round_trip(tmp_path):
     loaded = FHAvatarModel.from_pretrained(tmp_path)
     assert loaded.config.use_symmetry is False and list(loaded.config.uv_channels) == [16, 16, 8]
     x = _inputs()
-    torch.testing.assert_close(_flat(loaded(**x, return_aux=True)), _flat(model(**x, return_aux=True)), rtol=0, atol=0)
+    torch.testing.assert_close(_flat(loaded.predict_maps(**x, return_aux=True)), _flat(model.predict_maps(**x, return_aux=True)), rtol=0, atol=0)
 
 
 def test_determinism():
     x = _inputs()
     a, b = _model(seed=3), _model(seed=3)
-    torch.testing.assert_close(_flat(a(**x)), _flat(b(**x)), rtol=0, atol=0)
-    torch.testing.assert_close(_flat(a(**x)), _flat(a(**x)), rtol=0, atol=0)
-    assert not torch.equal(_flat(_perturb_zero_inits(_model(seed=4))(**x)), _flat(_perturb_zero_inits(a)(**x)))
+    torch.testing.assert_close(_flat(a.predict_maps(**x)), _flat(b.predict_maps(**x)), rtol=0, atol=0)
+    torch.testing.assert_close(_flat(a.predict_maps(**x)), _flat(a.predict_maps(**x)), rtol=0, atol=0)
+    assert not torch.equal(_flat(_perturb_zero_inits(_model(seed=4)).predict_maps(**x)), _flat(_perturb_zero_inits(a).predict_maps(**x)))
 
 
 def test_gradients_reach_every_parameter():
     model = _perturb_zero_inits(_model())
-    out = model(**_inputs(), return_aux=True)
+    out = model.predict_maps(**_inputs(), return_aux=True)
     loss = sum(getattr(r, f).square().mean() for r in (out, out.aux) for f in MAPS)
     loss.backward()
     for name, param in model.named_parameters():
@@ -137,25 +137,25 @@ def test_refinement_gets_gradients_through_the_prior_and_the_camera():
     camera = Camera.look_at(torch.tensor([[0.0, 0.0, 2.7]] * B))
     for kwargs in (dict(triplane_features=_Sampler()), dict(camera=camera, local_uv_pixels=None)):
         model = _perturb_zero_inits(_model())
-        model(**{**x, **kwargs}).colors.mean().backward()
+        model.predict_maps(**{**x, **kwargs}).colors.mean().backward()
         assert model.refiner.stem.weight.grad.abs().sum() > 0, kwargs
 
 
 def test_global_branch_modes():
     model, x = _perturb_zero_inits(_model()), _inputs()
     sampler = _Sampler()
-    with_prior = model(**x, triplane_features=sampler)
-    without = model(**x)
+    with_prior = model.predict_maps(**x, triplane_features=sampler)
+    without = model.predict_maps(**x)
     features = sampler(x["position_map"].flatten(2).transpose(1, 2)).view(B, 8, K, K)
-    precomputed = model(**x, triplane_features=features)
+    precomputed = model.predict_maps(**x, triplane_features=features)
     assert not torch.allclose(with_prior.colors, without.colors)
     assert not torch.allclose(precomputed.colors, without.colors)
     with pytest.raises(ValueError, match="sampler must return"):
-        model(**x, triplane_features=lambda points: points)
+        model.predict_maps(**x, triplane_features=lambda points: points)
     with pytest.raises(ValueError, match="triplane_features"):
-        model(**x, triplane_features=torch.zeros(B, 3, K, K))
+        model.predict_maps(**x, triplane_features=torch.zeros(B, 3, K, K))
     with pytest.raises(TypeError, match="triplane_features"):
-        model(**x, triplane_features=3)
+        model.predict_maps(**x, triplane_features=3)
 
 
 def test_mirror_forms_agree_on_a_real_layout():
@@ -175,10 +175,10 @@ def test_mirror_forms_agree_on_a_real_layout():
         visibility=visibility,
         local_uv_pixels=pixels,
     )
-    outs = [model(**x, mirror=m) for m in (layout, layout.mirror_index, layout.flip)]
+    outs = [model.predict_maps(**x, mirror=m) for m in (layout, layout.mirror_index, layout.flip)]
     for out in outs[1:]:
         torch.testing.assert_close(_flat(out), _flat(outs[0]), rtol=1e-5, atol=1e-6)
-    via_camera = model(**{**x, "local_uv_pixels": None}, camera=camera, mirror=layout)
+    via_camera = model.predict_maps(**{**x, "local_uv_pixels": None}, camera=camera, mirror=layout)
     torch.testing.assert_close(_flat(via_camera), _flat(outs[0]), rtol=1e-5, atol=1e-6)
 
 
@@ -191,15 +191,15 @@ def test_every_ablation_runs_and_changes_the_output(switch):
     ablated.load_state_dict(shared)  # same weights wherever the architectures agree
     torch.manual_seed(0)
     x = {**_inputs(), "triplane_features": _Sampler()}
-    out = ablated(**x, return_aux=True)
+    out = ablated.predict_maps(**x, return_aux=True)
     out.validate()
     assert torch.isfinite(_flat(out)).all()
-    assert not torch.allclose(_flat(out), _flat(base(**x)), atol=1e-6)
+    assert not torch.allclose(_flat(out), _flat(base.predict_maps(**x)), atol=1e-6)
     if switch == "use_shape_refinement":
         assert ablated.refiner is None and torch.equal(out.refined_positions, x["position_map"])
     if switch == "use_local_features":  # no image encoder, no projection inputs needed
         assert ablated.image_encoder is None
-        ablated(**{**x, "local_uv_pixels": None})
+        ablated.predict_maps(**{**x, "local_uv_pixels": None})
 
 
 # ------------------------------------------------------------------------------------------- errors
@@ -221,12 +221,12 @@ def test_every_ablation_runs_and_changes_the_output(switch):
 def test_bad_inputs_raise_clear_errors(change, match):
     model = _model()
     with pytest.raises(ValueError, match=match):
-        model(**{**_inputs(), **change})
+        model.predict_maps(**{**_inputs(), **change})
 
 
 def test_bad_mirror_type():
     with pytest.raises(TypeError, match="mirror"):
-        _model()(**{**_inputs(), "mirror": "left-right"})
+        _model().predict_maps(**{**_inputs(), "mirror": "left-right"})
 
 
 @pytest.mark.parametrize(

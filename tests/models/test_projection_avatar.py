@@ -13,9 +13,10 @@ from fhavatar.head.open_head import OpenHead
 from fhavatar.head.uv import UVLayout
 from fhavatar.models.attributes import UVAttributes
 from fhavatar.models.projection_avatar import ProjectionAvatarModel, _source_gaussians
-from fhavatar.models.visibility import mesh_depth, project_texels, texel_facing, texel_visibility
+from fhavatar.models.source_view import SourceView
 from fhavatar.rendering import Camera, render_gaussians
 from fhavatar.rendering.gaussians import quat_to_rotmat
+from fhavatar.rendering.visibility import mesh_depth, project_texels, texel_facing, texel_visibility
 
 K = 64
 PHOTO = 128
@@ -58,7 +59,7 @@ def synthetic_photo(model: ProjectionAvatarModel, head, layout: UVLayout, params
                     features: bool = False):
     """(photo `[1, 3, size, size]`, ground-truth avatar, its texture) of a textured head seen by `camera`."""
     vertices = head(params)
-    geometry = model(torch.zeros(1, 3, size, size), camera, vertices, layout)
+    geometry = model(SourceView(torch.zeros(1, 3, size, size), camera, vertices, layout))
     texture = synthetic_texture(layout, vertices, features)
     truth = UVAttributes(colors=texture, rotations=geometry.rotations, scales=geometry.scales,
                          opacities=geometry.opacities, offsets=geometry.offsets,
@@ -103,7 +104,7 @@ def test_reconstruction_fidelity_and_closed_surface(scene, front_photo):
     head, layout, params, model = scene
     camera = _front()
     photo, _ = front_photo
-    attributes = model(photo, camera, head(params), layout)
+    attributes = model(SourceView(photo, camera, head(params), layout))
     attributes.validate()
     avatar = Avatar.from_attributes(attributes, layout, head, params)
     gaussians = avatar.gaussians()
@@ -127,7 +128,7 @@ def test_hidden_side_mirrors_the_visible_side(scene):
     camera = _yaw(75.0)  # sees the subject's left side (x > 0)
     photo, _, texture = synthetic_photo(model, head, layout, params, camera, PHOTO)
     vertices = head(params)
-    colors = model(photo, camera, vertices, layout).colors
+    colors = model(SourceView(photo, camera, vertices, layout)).colors
     cfg = model.config
     visible = texel_visibility(layout, vertices, camera, cfg.render_resolution, cfg.render_resolution,
                                cfg.depth_tolerance, 0.5, cfg.silhouette_margin)[0, 0] > 0
@@ -144,7 +145,7 @@ def test_region_defaults_come_from_the_photo(scene, front_photo):
     camera = _front()
     photo, texture = front_photo
     vertices = head(params)
-    colors = model(photo, camera, vertices, layout).colors[0]
+    colors = model(SourceView(photo, camera, vertices, layout)).colors[0]
     z = layout.position_map(vertices)[0, 2]
     back_scalp = layout.region("scalp") & (z < -0.1)
     hair_truth = texture[0][:, layout.region("scalp") & (z > 0)].median(1).values
@@ -160,12 +161,12 @@ def test_foreground_mask_excludes_background(scene, front_photo):
     camera = _front()
     photo, _ = front_photo
     vertices = head(params)
-    colors = model(photo, camera, vertices, layout, mask=torch.zeros(1, 1, PHOTO, PHOTO)).colors[0]
+    colors = model(SourceView(photo, camera, vertices, layout, mask=torch.zeros(1, 1, PHOTO, PHOTO))).colors[0]
     face = layout.region("face") & ~layout.region("eyes") & ~layout.region("mouth")
     # Nothing is seen, so the face takes the configured skin colour.
     assert torch.allclose(colors[:, face].median(1).values, torch.tensor(model.config.skin_color), atol=0.02)
-    full = model(photo, camera, vertices, layout, mask=torch.ones(1, 1, PHOTO, PHOTO)).colors
-    torch.testing.assert_close(full, model(photo, camera, vertices, layout).colors)
+    full = model(SourceView(photo, camera, vertices, layout, mask=torch.ones(1, 1, PHOTO, PHOTO))).colors
+    torch.testing.assert_close(full, model(SourceView(photo, camera, vertices, layout)).colors)
 
 
 def test_geometry_is_neutral_and_batched(scene):
@@ -173,7 +174,7 @@ def test_geometry_is_neutral_and_batched(scene):
     vertices = head(params)
     image = torch.rand(2, 3, 48, 64, generator=torch.Generator().manual_seed(0))
     cameras = Camera.cat([_front(), _yaw(30.0)])
-    out = model(image, cameras, vertices.expand(2, -1, -1), layout)
+    out = model(SourceView(image, cameras, vertices.expand(2, -1, -1), layout))
     out.validate()
     assert out.colors.shape == (2, 3, K, K)
     assert torch.all(out.rotations[:, 0] == 1) and torch.all(out.rotations[:, 1:] == 0)
@@ -188,7 +189,7 @@ def test_geometry_is_neutral_and_batched(scene):
     torch.testing.assert_close(out.scales[0, 2][valid], model.config.normal_scale * texel[valid])
     assert out.scales.min() > 0  # gutters filled: bilinear sampling never reads a zero scale
     torch.testing.assert_close(out.refined_positions, layout.position_map(vertices.expand(2, -1, -1)))
-    single = model(image[1:], cameras[1], vertices, layout)
+    single = model(SourceView(image[1:], cameras[1], vertices, layout))
     torch.testing.assert_close(out.colors[1:], single.colors)
 
 
@@ -202,8 +203,8 @@ def test_save_pretrained_round_trip(scene, tmp_path):
     assert public(loaded.config) == public(model.config)
     assert (tmp_path / "projection" / "diffusion_pytorch_model.safetensors").is_file()
     image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    a = model(image, _front(), head(params), layout)
-    b = loaded(image, _front(), head(params), layout)
+    a = model(SourceView(image, _front(), head(params), layout))
+    b = loaded(SourceView(image, _front(), head(params), layout))
     for name in ("colors", "scales", "opacities"):
         torch.testing.assert_close(getattr(a, name), getattr(b, name))
 
@@ -223,15 +224,17 @@ def test_input_validation(scene):
     head, layout, params, model = scene
     vertices = head(params)
     with pytest.raises(ValueError, match="image"):
-        model(torch.zeros(1, 4, 32, 32), _front(), vertices, layout)
+        model(SourceView(torch.zeros(1, 4, 32, 32), _front(), vertices, layout))
     with pytest.raises(ValueError, match="vertices"):
-        model(torch.zeros(1, 3, 32, 32), _front(), vertices[:, :10], layout)
+        model(SourceView(torch.zeros(1, 3, 32, 32), _front(), vertices[:, :10], layout))
     with pytest.raises(ValueError, match="mask"):
-        model(torch.zeros(1, 3, 32, 32), _front(), vertices, layout, mask=torch.zeros(1, 1, 16, 16))
+        model(SourceView(torch.zeros(1, 3, 32, 32), _front(), vertices, layout, mask=torch.zeros(1, 1, 16, 16)))
     with pytest.raises(TypeError, match="layout"):
-        model(torch.zeros(1, 3, 32, 32), _front(), vertices, None)
+        model(SourceView(torch.zeros(1, 3, 32, 32), _front(), vertices, None))
     with pytest.raises(TypeError, match="camera"):
-        model(torch.zeros(1, 3, 32, 32), None, vertices, layout)
+        model(SourceView(torch.zeros(1, 3, 32, 32), None, vertices, layout))
+    with pytest.raises(TypeError, match="SourceView"):
+        model(torch.zeros(1, 3, 32, 32))
 
 
 def test_seen_texels_keep_the_photo_colour(scene):
@@ -241,7 +244,7 @@ def test_seen_texels_keep_the_photo_colour(scene):
     model = ProjectionAvatarModel(refine_steps=0)
     camera, vertices = _yaw(30.0), head(params)
     image = torch.rand(1, 3, PHOTO, PHOTO, generator=torch.Generator().manual_seed(3))
-    colors = model(image, camera, vertices, layout).colors[0]
+    colors = model(SourceView(image, camera, vertices, layout)).colors[0]
     cfg = model.config
     visible = texel_visibility(layout, vertices, camera, cfg.render_resolution, cfg.render_resolution,
                                cfg.depth_tolerance, cfg.min_cosine, cfg.silhouette_margin)[0, 0] > 0
@@ -269,7 +272,7 @@ def test_source_gaussians_match_the_bound_avatar(scene):
     head, layout, params, _ = scene
     model = ProjectionAvatarModel(refine_steps=0)
     vertices = head(params)
-    attributes = model(torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(4)), _front(), vertices, layout)
+    attributes = model(SourceView(torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(4)), _front(), vertices, layout))
     truth = Avatar.from_attributes(attributes, layout, head, params).gaussians()
     ours = _source_gaussians(layout, vertices, attributes.scales, attributes.opacities, attributes.colors)
     torch.testing.assert_close(ours.means, truth.means, atol=1e-6, rtol=0)
@@ -293,7 +296,7 @@ def test_colour_refinement_fits_the_photo(scene):
     errors = []
     for steps in (0, 1, 3):
         model = ProjectionAvatarModel(refine_steps=steps)
-        attributes = model(photo, camera, vertices, layout)
+        attributes = model(SourceView(photo, camera, vertices, layout))
         out = render_gaussians(Avatar.from_attributes(attributes, layout, head, params).gaussians(), camera, PHOTO, PHOTO,
                                background=torch.tensor(BACKGROUND))
         inside = out.alpha[0, 0] > 0.99
@@ -339,8 +342,8 @@ def test_edge_feather_discounts_colours_at_the_outline(scene, front_photo):
     def greenness(colors):  # texels whose colour is mostly the rim's green
         return int(((colors[0, 1] - colors[0, [0, 2]].max(0).values) > 0.3).sum())
 
-    plain = ProjectionAvatarModel(refine_steps=0, edge_feather=0.0)(image, camera, vertices, layout, mask=mask).colors
-    feathered = ProjectionAvatarModel(refine_steps=0, edge_feather=0.1)(image, camera, vertices, layout, mask=mask)  # 13 px
+    plain = ProjectionAvatarModel(refine_steps=0, edge_feather=0.0)(SourceView(image, camera, vertices, layout, mask=mask)).colors
+    feathered = ProjectionAvatarModel(refine_steps=0, edge_feather=0.1)(SourceView(image, camera, vertices, layout, mask=mask))  # 13 px
     assert greenness(plain) > 20
     assert greenness(feathered.colors) < 0.3 * greenness(plain)
     # Texels projecting well inside (beyond the feather) keep the same colour.

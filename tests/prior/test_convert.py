@@ -24,16 +24,12 @@ import pytest
 import torch
 from torch import nn
 
-from fhavatar.head._restricted_pickle import (
-    PersistentStandIn,
-    RefusedPickleError,
-    load_network_pickle,
-    load_pickle,
-)
 from fhavatar.prior import GENERATOR_PRESETS, PanoHeadPrior
-from fhavatar.prior import convert as cv
 from fhavatar.prior.inversion import INVERSION_PRESETS
 from fhavatar.rendering import Camera
+from fhavatar.tools import convert_prior as cv
+from fhavatar.tools.network_pickle import PersistentStandIn, load_network_pickle
+from fhavatar.tools.restricted_pickle import RefusedPickleError, load_pickle
 
 # ---------------------------------------------------------------------------------------------- official-like files
 #: Classes the official generator builds from plain torch (pickled by reference, not as persistent objects).
@@ -330,7 +326,7 @@ def test_report_lists_first_names_and_counts():
 def test_wrong_network_key_and_wrong_files(tiny, converted, tmp_path):
     with pytest.raises(ValueError, match=r"no network `G_best`.*'D', 'G', 'G_ema'"):
         cv.convert_panohead(converted["pkl"], tmp_path / "o", network_key="G_best")
-    with pytest.raises(FileNotFoundError, match="PanoHead network pickle not found"):
+    with pytest.raises(FileNotFoundError, match="PanoHead network pickle .*missing.pkl' does not exist"):
         cv.convert_panohead(tmp_path / "missing.pkl", tmp_path / "o")
     png = tmp_path / "photo.pkl"
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(32))
@@ -382,13 +378,13 @@ def test_one_file_with_both_encoders_and_missing_latent_avg(tiny, converted, tmp
 
 def test_inversion_errors_teach(tiny, converted, tmp_path):
     e1 = _encoder_checkpoint(tiny, 1, tmp_path / "encoder1.pt")
-    with pytest.raises(FileNotFoundError, match=r"no converted generator.*convert panohead"):
+    with pytest.raises(FileNotFoundError, match=r"no converted generator.*convert_prior panohead"):
         cv.convert_inversion(e1, tmp_path / "empty")
     out = tmp_path / "prior"
     cv.convert_panohead(converted["pkl"], out)
     with pytest.raises(ValueError, match="needs both: pass the second checkpoint"):
         cv.convert_inversion(e1, out)
-    with pytest.raises(FileNotFoundError, match="Second encoder checkpoint not found"):
+    with pytest.raises(FileNotFoundError, match="Second encoder checkpoint .*nope.pt' does not exist"):
         cv.convert_inversion(e1, out, encoder2_path=tmp_path / "nope.pt")
     bad = torch.load(e1, weights_only=True)
     bad["state_dict"]["triplanenet_encoder.final_head_two.4.weight"] = torch.zeros(7, 72, 1, 1)
@@ -414,7 +410,8 @@ def test_cli_converts_and_reports_errors_without_traceback(tiny, converted, tmp_
     assert PanoHeadPrior.from_pretrained(out).inversion is not None
     with pytest.raises(SystemExit) as info:
         cv.main(["panohead", str(tmp_path / "nope.pkl"), str(out)])
-    assert info.value.code == 2 and "PanoHead network pickle not found" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "PanoHead network pickle" in err and "nope.pkl' does not exist" in err
     with pytest.raises(SystemExit):
         cv.main(["inversion", str(e1), str(out)])
     assert "--encoder2" in capsys.readouterr().err

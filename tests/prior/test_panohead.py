@@ -127,7 +127,7 @@ def test_tiny_prior_drives_the_tiny_avatar_model_end_to_end(prior):
     tri = prior.encode(image, Camera.orbit(b))
     planes = tri.planes.detach().requires_grad_()
     tri = Triplane(planes, ws=tri.ws)
-    out = model(
+    out = model.predict_maps(
         image,
         position_map=0.25 * torch.randn(b, 3, k, k, generator=g),
         relative_scale=torch.full((k, k), 0.01),
@@ -137,7 +137,7 @@ def test_tiny_prior_drives_the_tiny_avatar_model_end_to_end(prior):
         triplane_features=lambda p: prior.sample(tri, p).transpose(1, 2),
     )
     assert out.colors.shape == (b, 3, k, k) and torch.isfinite(out.colors).all()
-    without = model(
+    without = model.predict_maps(
         image,
         position_map=0.25 * torch.randn(b, 3, k, k, generator=torch.Generator().manual_seed(4)),
         relative_scale=torch.full((k, k), 0.01),

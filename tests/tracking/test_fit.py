@@ -14,9 +14,10 @@ from fhavatar.head.lbs import axis_angle_to_matrix  # noqa: E402
 from fhavatar.head.open_head import OpenHead  # noqa: E402
 from fhavatar.io import read_video  # noqa: E402
 from fhavatar.rendering.cameras import PANOHEAD_FOCAL, Camera  # noqa: E402
+from fhavatar.rendering.visibility import mesh_depth  # noqa: E402
+from fhavatar.rotations import HEAD_TO_CAMERA, matrix_to_axis_angle, rotation_from_angles  # noqa: E402
 from fhavatar.tracking import FaceLandmarker, fit_flame, fit_open_head, head_angles, track_image, track_video  # noqa: E402
-from fhavatar.tracking.fit import HEAD_TO_CAMERA, _arrays, rotation_from_angles  # noqa: E402
-from fhavatar.tracking.motion import _axis_angle  # noqa: E402
+from fhavatar.tracking.fit import _arrays  # noqa: E402
 from tests.head.synthetic_flame import random_flame  # noqa: E402
 
 REALFACES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "realfaces"
@@ -50,7 +51,7 @@ def _synthetic_landmarks(head, yaw, pitch, roll, expression_cm=0.2, jaw=0.12, se
     params.expression = expression_cm / 100 * 1.8 * torch.randn(1, 468, 3, generator=g)
     params.jaw[0, 0] = jaw
     params.eyes[0, :, :2] = torch.tensor(eyes)  # both eyes: (pitch, yaw)
-    params.global_rotation = torch.tensor(_axis_angle(rotation_from_angles(yaw, pitch, roll)), dtype=torch.float32)[None]
+    params.global_rotation = matrix_to_axis_angle(torch.from_numpy(rotation_from_angles(yaw, pitch, roll))).float()[None]
     camera = Camera.look_at((0.0, 0.0, 2.7))
     uv, depth = camera.project(head.landmarks(head(params)), SIZE, SIZE)
     z = (depth - depth.mean()) * PANOHEAD_FOCAL * SIZE / depth.mean()  # MediaPipe-style relative depth in pixels
@@ -164,8 +165,6 @@ def test_fitted_outline_follows_the_foreground(photo_tracks, head):
     """Inside the landmarks' hull the fitted head covers the foreground and little else. Without the outline fit,
     the near-profile p02 covers 5 % of its hull with background and misses 1.4 % (Face Mesh under-rotates it)."""
     from scipy.spatial import ConvexHull, Delaunay
-
-    from fhavatar.models.visibility import mesh_depth
 
     ys, xs = np.mgrid[0:SIZE, 0:SIZE] + 0.5
     for name, track in photo_tracks.items():

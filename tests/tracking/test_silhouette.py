@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from fhavatar.head.open_head import NUM_FACE_VERTICES, OpenHead
-from fhavatar.models.visibility import mesh_depth
 from fhavatar.rendering.cameras import PANOHEAD_FOCAL, Camera
-from fhavatar.tracking.fit import _camera, _params, fit_open_head, head_angles
-from fhavatar.tracking.motion import _axis_angle, rotation_from_angles
+from fhavatar.rendering.visibility import mesh_depth
+from fhavatar.rotations import head_angles, matrix_to_axis_angle, rotation_from_angles
+from fhavatar.tracking.fit import _camera, _params, fit_open_head
 from fhavatar.tracking.silhouette import check_mask, matte_trusted, mirror_hidden_side, on_background, silhouette_targets
 
 SIZE = 256
@@ -27,7 +27,7 @@ def head():
 def turned(head):
     """(landmarks [478, 3] with the hidden ones pushed onto the background, foreground [S, S] bool, hidden [478])."""
     params = head.neutral_params()
-    params.global_rotation = torch.tensor(_axis_angle(rotation_from_angles(YAW, 0.0, 0.0)), dtype=torch.float32)[None]
+    params.global_rotation = matrix_to_axis_angle(torch.from_numpy(rotation_from_angles(YAW, 0.0, 0.0))).float()[None]
     camera = Camera.look_at((0.0, 0.0, 2.7))
     with torch.no_grad():
         vertices = head(params)

@@ -189,7 +189,7 @@ def test_errors_name_the_problem(tmp_path):
     with pytest.raises(FileNotFoundError, match="no dataset folder at .*nowhere"):
         FHAvatarDataset(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"empty/dataset\.json' is missing"):
+    with pytest.raises(FileNotFoundError, match=r"empty/dataset\.json' does not exist\. Is .* a dataset"):
         FHAvatarDataset(tmp_path / "empty")
     root = _copy(tmp_path)
     info = json.loads((root / "dataset.json").read_text())
@@ -209,11 +209,11 @@ def test_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="`reconstruction_probability` must be a number in \\[0, 1\\], got 1.5"):
         FHAvatarDataset(root, reconstruction_probability=1.5)
     (root / "clips" / "synthetic_0001" / "frames" / "000000.png").unlink()
-    with pytest.raises(FileNotFoundError, match=r"synthetic_0001/frames/000000\.png' is missing"):
+    with pytest.raises(FileNotFoundError, match=r"Clip 'synthetic_0001': the file .*frames/000000\.png' does not exist\. The clip is incomplete"):
         FHAvatarDataset(root, split="all")
     (root / "clips" / "synthetic_0001" / "frames" / "000001.png").rename(root / "clips" / "synthetic_0001" / "frames" / "000000.png")
     data = FHAvatarDataset(root, split="all", reconstruction_probability=1.0)
-    with pytest.raises(FileNotFoundError, match=r"Missing frame .*synthetic_0001/frames/000001\.png"):
+    with pytest.raises(FileNotFoundError, match=r"frame .*synthetic_0001/frames/000001\.png' does not exist\. The clip is incomplete"):
         data[4]
     shutil.rmtree(root / "clips" / "synthetic_0002")
     with pytest.raises(FileNotFoundError, match="Clip 'synthetic_0002': its folder .* is missing"):
@@ -222,5 +222,5 @@ def test_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="lists no clip"):
         FHAvatarDataset(root, split="all")
     (root / "manifest.jsonl").unlink()
-    with pytest.raises(FileNotFoundError, match=r"manifest\.jsonl' is missing; .*preprocess\.py merge"):
+    with pytest.raises(FileNotFoundError, match=r"manifest\.jsonl' does not exist\. .*preprocess\.py merge"):
         FHAvatarDataset(root, split="all")

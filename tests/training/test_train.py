@@ -29,7 +29,7 @@ def setup():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: one intra-op thread is faster and immune to a busy machine
     torch.manual_seed(0)
-    model = FHAvatarModel.from_preset("tiny")
+    model = FHAvatarModel.from_preset("tiny", visibility_resolution=48)
     head = OpenHead()
     layout = UVLayout(head, resolution=model.config.resolution)
     data = FHAvatarDataset(tiny_synthetic_dataset(), split="all", reconstruction_probability=0.5)
@@ -50,8 +50,7 @@ def test_training_step_losses_and_gradients(setup):
     model, head, layout, batch = setup
     loss = _loss_config()
     model.zero_grad()
-    out = training_step(batch, model, head, layout, None, loss, step=loss.regularizer_start_step, background=WHITE,
-                        visibility_resolution=48)
+    out = training_step(batch, model, head, layout, None, loss, step=loss.regularizer_start_step, background=WHITE)
     expected = {"l1", "alpha", "aux_l1", "aux_alpha", "tv_3d", "eye", "pos", "shape", "shape_tv", "total"}
     assert {k.split("/")[1] for k in out.logs} == expected
     assert torch.isfinite(out.loss) and out.loss.item() == pytest.approx(out.logs["loss/total"])
@@ -62,7 +61,7 @@ def test_training_step_losses_and_gradients(setup):
     for name in ("decoder.out_conv.weight", "refiner.out_conv.weight", "mean_triplane_features"):
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
-    early = training_step(batch, model, head, layout, None, loss, step=0, background=WHITE, visibility_resolution=48)
+    early = training_step(batch, model, head, layout, None, loss, step=0, background=WHITE)
     assert not {"loss/tv_3d", "loss/eye", "loss/shape_tv"} & set(early.logs)
 
 
@@ -72,10 +71,10 @@ def test_padding_slots_do_not_change_the_loss(setup):
     changed = dict(batch, target_images=batch["target_images"].clone())
     changed["target_images"][1, 1:] = torch.rand(2, 3, 48, 48)  # the animation item's padding slots
     with torch.no_grad():
-        a = training_step(batch, model, head, layout, None, loss, 100, background=WHITE, visibility_resolution=48)
-        b = training_step(changed, model, head, layout, None, loss, 100, background=WHITE, visibility_resolution=48)
+        a = training_step(batch, model, head, layout, None, loss, 100, background=WHITE)
+        b = training_step(changed, model, head, layout, None, loss, 100, background=WHITE)
         changed["target_images"][0, 1] = torch.rand(3, 48, 48)  # a real prior view of the reconstruction item
-        c = training_step(changed, model, head, layout, None, loss, 100, background=WHITE, visibility_resolution=48)
+        c = training_step(changed, model, head, layout, None, loss, 100, background=WHITE)
     assert a.logs == b.logs
     assert c.logs["loss/l1"] != a.logs["loss/l1"]
 
@@ -84,7 +83,7 @@ def test_render_targets_matches_a_direct_render(setup):
     """Batched renders (one call per item, all its cameras) equal rendering each target view on its own."""
     model, head, layout, batch = setup
     with torch.no_grad():
-        attributes, _, params = predict_attributes(batch, model, head, layout, None, WHITE, 48, return_aux=False)
+        attributes, _, params = predict_attributes(batch, model, head, layout, None, WHITE, return_aux=False)
         images, alphas, geometry = render_targets(attributes, params, batch, head, layout, WHITE, "uv")
         assert geometry.shape == (6, 2, 48, 48)
         for view in range(3):  # the reconstruction item: the frame and its two prior views
@@ -101,12 +100,12 @@ def test_render_targets_matches_a_direct_render(setup):
 def test_a_few_steps_fit_one_batch(setup):
     _, head, layout, batch = setup
     torch.manual_seed(1)
-    model = FHAvatarModel.from_preset("tiny")
+    model = FHAvatarModel.from_preset("tiny", visibility_resolution=48)
     loss = _loss_config(regularizer_start_step=10**6)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     values = []
     for _ in range(6):
-        out = training_step(batch, model, head, layout, None, loss, 0, background=WHITE, visibility_resolution=48)
+        out = training_step(batch, model, head, layout, None, loss, 0, background=WHITE)
         optimizer.zero_grad()
         out.loss.backward()
         optimizer.step()
@@ -120,10 +119,10 @@ def test_the_prior_stays_frozen(setup):
     _, head, layout, batch = setup
     prior = PanoHeadPrior.from_preset("tiny")
     before = {k: v.clone() for k, v in prior.state_dict().items()}
-    model = FHAvatarModel.from_preset("tiny", triplane_channels=prior.triplane_channels)
+    model = FHAvatarModel.from_preset("tiny", triplane_channels=prior.triplane_channels, visibility_resolution=48)
     loss = _loss_config()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    out = training_step(batch, model, head, layout, prior, loss, 0, background=WHITE, visibility_resolution=48)
+    out = training_step(batch, model, head, layout, prior, loss, 0, background=WHITE)
     out.loss.backward()
     optimizer.step()
     assert all(p.grad is None for p in prior.parameters())
@@ -210,7 +209,7 @@ def test_save_pipeline_and_push_to_hub(tmp_path, monkeypatch):
 
     pushed = []
     monkeypatch.setattr(FHAvatarPipeline, "push_to_hub", lambda self, repo_id, **kw: pushed.append((repo_id, kw)))
-    model = FHAvatarModel.from_preset("tiny")
+    model = FHAvatarModel.from_preset("tiny", visibility_resolution=48)
     config = load_config("tiny-cpu", {"push_to_hub": True, "background": [0.0, 0.0, 0.0]})
     folder = save_pipeline(model, None, config, tmp_path / "my-run", 12, {"val/psnr": 21.5})
     assert pushed == [("my-run", dict(token=None, metrics={"val/psnr": 21.5},
@@ -227,15 +226,14 @@ def test_two_steps_on_cuda(setup):
     batch = setup[3]
     device = torch.device("cuda")
     torch.manual_seed(0)
-    model = FHAvatarModel.from_preset("tiny").to(device)
+    model = FHAvatarModel.from_preset("tiny", visibility_resolution=48).to(device)
     head = OpenHead().to(device)
     layout = UVLayout(head, resolution=model.config.resolution).to(device)
     loss = _loss_config()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     values = []
     for step in (loss.regularizer_start_step, loss.regularizer_start_step + 1):
-        out = training_step(batch, model, head, layout, None, loss, step, background=WHITE.to(device),
-                            visibility_resolution=48)
+        out = training_step(batch, model, head, layout, None, loss, step, background=WHITE.to(device))
         optimizer.zero_grad()
         out.loss.backward()
         optimizer.step()

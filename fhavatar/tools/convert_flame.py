@@ -1,6 +1,6 @@
 """Convert the official FLAME files into FHAvatar's one-file FLAME format (safetensors tensors + JSON config).
 
-    python -m fhavatar.head.convert_flame --model generic_model.pkl --uv head_template_mesh.obj \\
+    python -m fhavatar.tools.convert_flame --model generic_model.pkl --uv head_template_mesh.obj \\
         --masks FLAME_masks.pkl --landmarks mediapipe_landmark_embedding.npz --out flame.safetensors
 
 Inputs (FLAME 2020 or 2023, from https://flame.is.tue.mpg.de after accepting its non-commercial licence):
@@ -8,7 +8,7 @@ Inputs (FLAME 2020 or 2023, from https://flame.is.tue.mpg.de after accepting its
 - `generic_model.pkl` (or `flame2023.pkl`): a pickle of `v_template [V, 3]`, `f [F, 3]`,
   `shapedirs [V, 3, 300 + 100]` (identity then expression), `posedirs [V, 3, 36]`, `J_regressor [5, V]`
   (scipy sparse), `kintree_table [2, 5]` and `weights [V, 5]`, some stored as chumpy arrays. It is read with
-  `_restricted_pickle` (no chumpy, no scipy, no code from the file).
+  `fhavatar.tools.restricted_pickle` (no chumpy, no scipy, no code from the file).
 - `head_template_mesh.obj`: the UV atlas (`vt` and `f v/vt ...` lines on FLAME's topology).
 - `FLAME_masks.pkl`: vertex index arrays of FLAME's regions (`face`, `scalp`, `lips`, `left_eyeball`, ...).
 - a landmark embedding: MICA's `mediapipe_landmark_embedding.npz` (`lmk_face_idx [L]`, `lmk_b_coords [L, 3]`,
@@ -29,10 +29,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
-from ._restricted_pickle import as_array, load_npy, load_pickle
-from .base import HEAD_UNITS_PER_METRE, REGION_NAMES
-from .flame import FLAME_FILE_FORMAT, FLAME_HEAD_CENTRE_M, FLAME_JOINT_NAMES, FLAME_LICENCE_NOTE, check_tensors
+from ..head.base import HEAD_UNITS_PER_METRE, REGION_NAMES
+from ..head.flame import FLAME_FILE_FORMAT, FLAME_HEAD_CENTRE_M, FLAME_JOINT_NAMES, FLAME_LICENCE_NOTE, check_tensors
+from ..io import checked_file
+from .restricted_pickle import as_array, load_npy, load_pickle
 
 __all__ = ["FLAME_SHAPE_COMPONENTS", "MOUTH_CAVITY_DEPTH_M", "REGION_SOURCES", "convert_flame", "main"]
 
@@ -59,18 +61,11 @@ _ISLAND_MAX, _ISLAND_MIN, _ISLAND_STRIP = 0.12, 0.04, 0.08
 _LANDMARK_KINDS = {".npz": "mediapipe", ".npy": "ibug68", ".pkl": "ibug51"}
 
 
-def _require(path: str | Path, what: str) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} not found at {str(path)!r}. {FLAME_LICENCE_NOTE}")
-    return path
-
-
 # ---------------------------------------------------------------------------------------------- readers
 def read_flame_model(path: str | Path, shape_components: int = FLAME_SHAPE_COMPONENTS) -> dict[str, np.ndarray]:
     """FLAME arrays in metres: v_template [V,3], f [F,3], shapedirs [V,3,S], exprdirs [V,3,E],
     posedirs [V,3,36], J_regressor [J,V], parents [J] (-1 root), weights [V,J]."""
-    path = _require(path, "FLAME model (generic_model.pkl)")
+    path = checked_file(path, "FLAME model (generic_model.pkl)", FLAME_LICENCE_NOTE)
     raw = load_pickle(path.read_bytes(), source=str(path))
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a dict of FLAME arrays, found {type(raw).__name__}.")
@@ -112,7 +107,7 @@ def read_flame_model(path: str | Path, shape_components: int = FLAME_SHAPE_COMPO
 
 def read_obj_uv(path: str | Path) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     """(vertex count, uv [T,2], faces [F,3], uv_faces [F,3]) of an OBJ with `f v/vt` triangles (0-based)."""
-    path = _require(path, "FLAME UV template (head_template_mesh.obj)")
+    path = checked_file(path, "FLAME UV template (head_template_mesh.obj)", FLAME_LICENCE_NOTE)
     num_v, uv, faces, uv_faces = 0, [], [], []
     for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         parts = line.split()
@@ -138,7 +133,7 @@ def read_obj_uv(path: str | Path) -> tuple[int, np.ndarray, np.ndarray, np.ndarr
 
 def read_masks(path: str | Path, num_vertices: int) -> dict[str, np.ndarray]:
     """FLAME_masks.pkl as {name: vertex indices}, checked against the model's vertex count."""
-    path = _require(path, "FLAME masks (FLAME_masks.pkl)")
+    path = checked_file(path, "FLAME masks (FLAME_masks.pkl)", FLAME_LICENCE_NOTE)
     raw = load_pickle(path.read_bytes(), source=str(path))
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a dict of vertex index arrays, found {type(raw).__name__}.")
@@ -157,7 +152,7 @@ def read_masks(path: str | Path, num_vertices: int) -> dict[str, np.ndarray]:
 
 def read_landmarks(path: str | Path, num_faces: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """(faces [L], barycentrics [L,3], MediaPipe ids [L] (-1 = none), kind) of a landmark embedding."""
-    path = _require(path, "FLAME landmark embedding")
+    path = checked_file(path, "FLAME landmark embedding", FLAME_LICENCE_NOTE)
     kind = _LANDMARK_KINDS.get(path.suffix.lower())
     if kind == "mediapipe":
         with np.load(path, allow_pickle=False) as data:
@@ -368,8 +363,6 @@ def convert_flame(
         num_expression (`int`, *optional*): expression blendshapes to keep (defaults to all).
         shape_components (`int`, *optional*, defaults to 300): how many of `shapedirs`' components are identity.
     """
-    from safetensors.torch import save_file
-
     flame = read_flame_model(model, shape_components)
     num_v, num_f = len(flame["v_template"]), len(flame["f"])
     obj_v, uv_coords, obj_faces, obj_uv_faces = read_obj_uv(uv)
@@ -440,7 +433,7 @@ def convert_flame(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fhavatar.head.convert_flame", description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m fhavatar.tools.convert_flame", description=__doc__.split("\n")[0],
                                      epilog=FLAME_LICENCE_NOTE)
     parser.add_argument("--model", required=True, help="generic_model.pkl (FLAME 2020) or flame2023.pkl")
     parser.add_argument("--uv", required=True, help="head_template_mesh.obj (FLAME's UV atlas)")

@@ -1,6 +1,6 @@
 """OpenHead build, part 2: the rig. Regions, joints, skinning weights, landmarks and expression propagation.
 
-Used by `fhavatar.head.build_open_head` on the finished mesh of `_open_head_geometry` (vertices in cm, canonical
+Used by `fhavatar.tools.build_open_head` on the finished mesh of `_open_head_geometry` (vertices in cm, canonical
 frame); `rig` is the dict the eye-cover and mouth-cavity builders fill in.
 """
 
@@ -10,8 +10,9 @@ from collections import deque
 
 import numpy as np
 
+from ..head.canonical_face import CHIN, LEFT_EYE_CONTOUR, LEFT_IRIS, RIGHT_EYE_CONTOUR, RIGHT_IRIS
+from ..head.open_head import NUM_FACE_VERTICES, NUM_MEDIAPIPE_LANDMARKS, PROPAGATION_WIDTH
 from ._open_head_geometry import (
-    CHIN,
     CRANIUM_CENTRE_CM,
     EAR_SIGMA_Y,
     EAR_SIGMA_Z,
@@ -20,15 +21,10 @@ from ._open_head_geometry import (
     EYE_RINGS,
     EYEBALL_RADIUS_CM,
     IRIS_RADIUS_CM,
-    LEFT_EYE_CONTOUR,
-    LEFT_IRIS,
     NECK_BOTTOM_Y,
     NECK_CENTRE_Z,
-    RIGHT_EYE_CONTOUR,
-    RIGHT_IRIS,
     _harmonic,
 )
-from .open_head import NUM_FACE_VERTICES, NUM_MEDIAPIPE_LANDMARKS, PROPAGATION_WIDTH
 
 # Rig (cm): joint locations, the neck's blend to the global joint, jaw-weight constraints.
 NECK_JOINT_CM, JAW_JOINT_CM = (0.0, -4.5, -5.0), (0.0, 0.2, -2.1)

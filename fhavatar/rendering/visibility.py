@@ -10,16 +10,16 @@ needed (the mask is a constant for the avatar model, as in the paper).
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..head.uv import UVLayout
-from ..rendering.cameras import Camera
-from ..rendering.triangles import covered_pixels
+from .cameras import Camera
+from .triangles import covered_pixels
 
-__all__ = ["mesh_depth", "project_texels", "texel_facing", "texel_visibility"]
+__all__ = ["TexelLayout", "mesh_depth", "project_texels", "texel_facing", "texel_visibility"]
 
 #: Triangles with a corner closer to the camera than this (camera-space z, head units) are not rasterised.
 NEAR_PLANE = 0.01
@@ -29,6 +29,20 @@ _RASTER_CHUNK = 1 << 20
 _INSIDE_TOLERANCE = 1e-6
 #: Largest slope (tan of the viewing angle) the slope-scaled depth bias accounts for.
 _MAX_SLOPE = 8.0
+
+
+class TexelLayout(Protocol):
+    """What the texel functions read of a UV atlas (`fhavatar.head.uv.UVLayout` is one): K x K texels, each a point
+    on a triangle of a mesh of `num_vertices` vertices."""
+
+    resolution: int  # K
+    num_vertices: int  # V
+    faces: Tensor  # [F, 3] long
+    valid: Tensor  # [K, K] bool: the texels that lie on a triangle
+
+    def position_map(self, vertices: Tensor) -> Tensor:  # [B, V, 3] -> [B, 3, K, K]
+        """Each texel's point on the mesh `vertices`."""
+        ...
 
 
 def _check_image_size(width: int, height: int) -> None:
@@ -113,7 +127,7 @@ def _rasterize_depth(tri_pix: Tensor, tri_z: Tensor, width: int, height: int, ou
 
 
 def project_texels(
-    layout: UVLayout,
+    layout: TexelLayout,
     vertices: Tensor,  # [B, V, 3]
     camera: Camera,  # 1 or B cameras (or B cameras of one mesh)
     width: int,
@@ -122,7 +136,7 @@ def project_texels(
     """Project every texel's 3D point (the position map of `vertices`) into a `width` x `height` image.
 
     Args:
-        layout (`UVLayout`): the UV atlas of the head model that produced `vertices`.
+        layout (`TexelLayout`, e.g. `UVLayout`): the UV atlas of the head model that produced `vertices`.
         vertices (`Tensor` of shape `[B, V, 3]`): posed source vertices in head space.
         camera (`Camera`): B cameras, or one (a batch of one on either side is repeated).
         width, height (`int`): image size in pixels.
@@ -142,7 +156,7 @@ def project_texels(
 
 
 def texel_facing(
-    layout: UVLayout,
+    layout: TexelLayout,
     vertices: Tensor,  # [B, V, 3]
     camera: Camera,  # 1 or B cameras (or B cameras of one mesh)
 ) -> Tensor:  # [B, K, K]
@@ -167,7 +181,7 @@ def texel_facing(
 
 @torch.no_grad()
 def texel_visibility(
-    layout: UVLayout,
+    layout: TexelLayout,
     vertices: Tensor,  # [B, V, 3]
     camera: Camera,  # 1 or B cameras (or B cameras of one mesh)
     width: int = 256,
@@ -185,7 +199,7 @@ def texel_visibility(
     mapping), so grazing surfaces do not self-occlude.
 
     Args:
-        layout (`UVLayout`): the UV atlas of the head model that produced `vertices`.
+        layout (`TexelLayout`, e.g. `UVLayout`): the UV atlas of the head model that produced `vertices`.
         vertices (`Tensor` of shape `[B, V, 3]`): posed source vertices in head space.
         camera (`Camera`): B cameras, or one (a batch of one on either side is repeated).
         width, height (`int`, *optional*, default to 256): z-buffer size; intrinsics are normalised, so any

@@ -1,14 +1,15 @@
 """Build OpenHead's asset: MediaPipe's canonical face completed into a closed, mirror-symmetric full head.
 
-Usage: `python -m fhavatar.head.build_open_head [--out PATH] [--contact-sheet PNG]`. The input is the copy of
+Usage: `python -m fhavatar.tools.build_open_head [--out PATH] [--contact-sheet PNG]`. The input is the copy of
 MediaPipe's `canonical_face_model.obj` in `fhavatar/head/assets` (Apache-2.0, see the NOTICE there), so the
 build needs nothing outside the repository and is deterministic (the same bytes on the same stack).
 
 Input facts. That OBJ is the Apple-ModelIO export of an earlier MediaPipe revision: its vertices are *not* in
 landmark order, and the face is turned by ~13° and ~9% smaller than the current canonical model (nose tip
-z ≈ 7.5 cm). `OBJ_VERTEX_OF_LANDMARK` restores landmark order (checked against the landmark numbers printed
-on MediaPipe's UV visualisation and against the mirror pairs of the UV layout); the `ALIGN_*` similarity, a
-least-squares fit to the current canonical model, restores its frame and metric size (residual 2 mm RMS).
+z ≈ 7.5 cm). In `fhavatar.head.canonical_face`, `OBJ_VERTEX_OF_LANDMARK` restores landmark order (checked
+against the landmark numbers printed on MediaPipe's UV visualisation and against the mirror pairs of the UV
+layout); the `ALIGN_*` similarity, a least-squares fit to the current canonical model, restores its frame and
+metric size (residual 2 mm RMS).
 
 Construction (centimetres, canonical frame: +x the subject's left, +y up, +z out of the face):
 1. Face: the 468 landmarks in order, made exactly mirror-symmetric; the triangles spanning the eye and mouth
@@ -24,8 +25,9 @@ Construction (centimetres, canonical frame: +x the subject's left, +y up, +z out
 5. Rig: joints global/neck/jaw/eyes, skinning weights (harmonic jaw weights), the expression propagation
    operator (harmonic extension of face displacements), regions and the 478 MediaPipe landmarks.
 
-Steps 1-4 (input, cranium, stitching, eye covers, mouth cavity) live in `_open_head_geometry`, step 5 in
-`_open_head_rig`; this module assembles them, checks the result and writes the asset.
+The input face (step 1) comes from `fhavatar.head.canonical_face`, which runtime code shares; steps 2-4
+(cranium, stitching, eye covers, mouth cavity) live in `_open_head_geometry`, step 5 in `_open_head_rig`; this
+module assembles them, checks the result and writes the asset.
 """
 
 from __future__ import annotations
@@ -37,17 +39,31 @@ from pathlib import Path
 
 import numpy as np
 
-from ._open_head_geometry import (
+from ..head.base import HEAD_UNITS_PER_METRE, REGION_NAMES
+from ..head.canonical_face import (
     CHIN,
     DEFAULT_OBJ,
     FOREHEAD_TOP,
-    GRID_COLUMNS,
-    HOLE_MARGIN,
     INNER_LIP_CONTOUR,
     LEFT_EYE_CONTOUR,
     LEFT_EYE_OUTER,
     RIGHT_EYE_CONTOUR,
     UPPER_LIP,
+    canonical_face,
+)
+from ..head.open_head import (
+    NUM_FACE_VERTICES,
+    NUM_MEDIAPIPE_LANDMARKS,
+    OPEN_HEAD_FILE_FORMAT,
+    OPEN_HEAD_JOINT_NAMES,
+    OPEN_HEAD_PARENTS,
+    PROPAGATION_WIDTH,
+    OpenHead,
+    default_asset_path,
+)
+from ._open_head_geometry import (
+    GRID_COLUMNS,
+    HOLE_MARGIN,
     _add_eye_covers,
     _add_mouth_cavity,
     _boundary_loops,
@@ -58,22 +74,10 @@ from ._open_head_geometry import (
     _Mesh,
     _stitch,
     _unique_edges,
-    canonical_face,
-    read_obj,
 )
 from ._open_head_rig import _expression_propagation, _joints_and_skinning, _landmarks, _region_masks
-from .base import HEAD_UNITS_PER_METRE, REGION_NAMES
-from .open_head import (
-    NUM_FACE_VERTICES,
-    NUM_MEDIAPIPE_LANDMARKS,
-    OPEN_HEAD_FILE_FORMAT,
-    OPEN_HEAD_JOINT_NAMES,
-    OPEN_HEAD_PARENTS,
-    PROPAGATION_WIDTH,
-    default_asset_path,
-)
 
-__all__ = ["build_open_head", "canonical_face", "mesh_report", "read_obj", "save_asset"]
+__all__ = ["build_open_head", "mesh_report", "save_asset"]
 
 logger = logging.getLogger(__name__)
 
@@ -272,8 +276,6 @@ def main(argv: list[str] | None = None) -> None:
                 config["num_uv"], report)
     logger.info("mirror error %.3g head units; wrote %s (%.0f kB)", mirror_error, out, out.stat().st_size / 1e3)
     if args.contact_sheet:
-        from .open_head import OpenHead
-
         logger.info("contact sheet: %s", render_contact_sheet(OpenHead.from_file(out), args.contact_sheet))
 
 

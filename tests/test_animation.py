@@ -1,4 +1,4 @@
-"""Motion transfer (relative / absolute / driving camera) and the temporal filters, on synthetic tracks."""
+"""Motion transfer (relative / absolute / driving camera), on synthetic tracks."""
 
 import math
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from fhavatar.head.lbs import axis_angle_to_matrix
-from fhavatar.tracking import CropTransform, FaceTrack, transfer_motion
-from fhavatar.tracking.fit import HEAD_TO_CAMERA, OpenHeadFit, make_track, rotation_from_angles
-from fhavatar.tracking.motion import _axis_angle, frame_pose, interpolate_missing, smooth_sequence
+from fhavatar.animation import frame_pose, transfer_motion
+from fhavatar.rotations import HEAD_TO_CAMERA, axis_angle_to_matrix, rotation_from_angles
+from fhavatar.tracking import CropTransform, FaceTrack
+from fhavatar.tracking.fit import OpenHeadFit, make_track
 
 
 def _track(yaw=0.0, pitch=0.0, roll=0.0, translation=(0.0, 0.02, 2.7), expression=0.0, eyes=0.0, crop_roll=0.0,
@@ -109,40 +109,10 @@ def test_transfer_motion_errors():
         transfer_motion("photo.jpg", [source])
 
 
-def test_axis_angle_inverts_rodrigues_also_near_pi():
-    rng = np.random.default_rng(0)
-    for angle in (0.0, 1e-7, 0.3, 2.0, math.pi - 1e-4, math.pi):
-        axis = rng.standard_normal(3)
-        w = axis / np.linalg.norm(axis) * angle
-        r = axis_angle_to_matrix(torch.tensor(w)).numpy()
-        np.testing.assert_allclose(_matrix(torch.tensor(_axis_angle(r))), r, atol=1e-6)
+def test_the_old_tracking_path_still_works_with_a_deprecation_warning():
+    import fhavatar.tracking
 
-
-# ---------------------------------------------------------------------------------------------- filters
-def test_smoothing_keeps_constants_and_ramps_and_removes_jitter():
-    t = np.arange(40, dtype=float)
-    ramp = np.stack([3.0 * t + 1, np.full_like(t, 5.0)], 1)
-    np.testing.assert_allclose(smooth_sequence(ramp, 1.5)[4:-4], ramp[4:-4], atol=1e-9)  # radius 4
-    np.testing.assert_allclose(smooth_sequence(np.ones((5, 2)), 2.0), np.ones((5, 2)))
-    noisy = np.random.default_rng(0).normal(0, 1, (400, 2))
-    assert smooth_sequence(noisy, 1.0).std() < 0.6 * noisy.std()
-    np.testing.assert_array_equal(smooth_sequence(noisy, 0.0), noisy)
-
-
-def test_edge_preserving_smoothing_keeps_a_jump():
-    step = np.zeros((20, 478, 2))
-    step[10:, 13, 1] = 20.0  # the lip opens by 20 px at frame 10
-    step += np.random.default_rng(1).normal(0, 0.2, step.shape)
-    out = smooth_sequence(step, 1.0, range_scale=np.full((20, 1), 2.5))
-    assert out[9, 13, 1] < 1.0 and out[10, 13, 1] > 19.0  # the jump survives ...
-    assert np.sqrt((out[:, 100] ** 2).mean()) < 0.6 * np.sqrt((step[:, 100] ** 2).mean())  # ... jitter shrinks
-
-
-def test_interpolate_missing():
-    values = np.array([[0.0], [9.0], [2.0], [9.0], [9.0], [8.0], [9.0]])
-    present = np.array([False, True, True, False, False, True, False])
-    values[1] = 1.0
-    out = interpolate_missing(values, present)
-    np.testing.assert_allclose(out[:, 0], [1.0, 1.0, 2.0, 4.0, 6.0, 8.0, 8.0])
-    with pytest.raises(ValueError, match="present"):
-        interpolate_missing(values, np.zeros(7, bool))
+    with pytest.warns(DeprecationWarning, match="fhavatar.animation.transfer_motion"):
+        assert fhavatar.tracking.transfer_motion is transfer_motion
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        fhavatar.tracking.nothing_here  # noqa: B018

@@ -9,11 +9,14 @@ import torch
 
 from fhavatar.head.open_head import OpenHead
 from fhavatar.head.uv import UVLayout
-from fhavatar.models.visibility import mesh_depth, project_texels, texel_facing, texel_visibility
 from fhavatar.rendering import Camera
+from fhavatar.rendering.visibility import mesh_depth, project_texels, texel_facing, texel_visibility
+from tests.threads import one_torch_thread
 
 K = 48
 NOSE_TIP = 4  # MediaPipe landmark 4: the tip of the nose
+
+_one_thread = pytest.fixture(autouse=True, scope="module", name="_one_thread")(one_torch_thread)
 
 
 @pytest.fixture(scope="module")
