@@ -26,11 +26,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
-from .io import checked_file, read_video, save_image, write_video
+from .io import checked_file, read_video, save_image, side_by_side, write_video
 
 #: Frame rate of the orbit video.
 ORBIT_FPS = 24.0
@@ -55,15 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
-
-
-def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:  # [H, W, 3] x [h, w, 3] -> [H, W + w', 3]
-    """`right` resized to the height of `left` (aspect kept), placed to its right (uint8 or float in [0, 1])."""
-    left = (np.clip(left, 0, 1) * 255 + 0.5).astype(np.uint8) if left.dtype != np.uint8 else left
-    height = left.shape[0]
-    width = max(2, round(right.shape[1] * height / right.shape[0]))
-    right = np.asarray(Image.fromarray(right).resize((width, height), Image.Resampling.LANCZOS))
-    return np.concatenate([left, right], axis=1)
 
 
 def run(args: argparse.Namespace) -> dict[str, Path]:

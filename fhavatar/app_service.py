@@ -21,8 +21,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from .__main__ import side_by_side
-from .io import image_size, read_video, save_image, video_info, write_video
+from .io import image_size, read_video, save_image, side_by_side, video_info, write_video
 from .pipeline_fhavatar import FHAvatarPipeline
 
 __all__ = ["AvatarService", "LAUNCH_OPTIONS", "limit_malloc_arenas", "on_gpu", "parse_color", "photo_input"]

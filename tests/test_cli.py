@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fhavatar.__main__ import main, side_by_side
-from fhavatar.io import video_info
+from fhavatar.__main__ import main
+from fhavatar.io import side_by_side, video_info
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "data" / "realfaces"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..rotations import axis_angle_to_matrix_np
 from .open_head import NUM_FACE_VERTICES
 
 __all__ = [
@@ -75,13 +76,6 @@ FOREHEAD_TOP, CHIN, UPPER_LIP, LOWER_LIP, LEFT_EYE_OUTER = 10, 152, 13, 14, 263
 RIGHT_IRIS, LEFT_IRIS = (468, 469, 470, 471, 472), (473, 474, 475, 476, 477)
 
 
-def _rodrigues(axis_angle) -> np.ndarray:  # [3] -> [3, 3]
-    w = np.asarray(axis_angle, dtype=np.float64)
-    theta = np.linalg.norm(w)
-    k = np.array([[0, -w[2], w[1]], [w[2], 0, -w[0]], [-w[1], w[0], 0]]) / theta
-    return np.eye(3) + np.sin(theta) * k + (1 - np.cos(theta)) * k @ k
-
-
 def read_obj(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Read MediaPipe's canonical face OBJ: positions `[468, 3]` (cm), UVs `[468, 2]`, faces `[898, 3]` (0-based)."""
     path = Path(path)
@@ -126,7 +120,7 @@ def canonical_face(obj_path: str | Path = DEFAULT_OBJ) -> tuple[np.ndarray, np.n
     order = np.array(OBJ_VERTEX_OF_LANDMARK)
     inverse = np.empty_like(order)
     inverse[order] = np.arange(NUM_FACE_VERTICES)
-    v = ALIGN_SCALE * positions[order] @ _rodrigues(ALIGN_AXIS_ANGLE).T + np.array(ALIGN_TRANSLATION_CM)
+    v = ALIGN_SCALE * positions[order] @ axis_angle_to_matrix_np(ALIGN_AXIS_ANGLE).T + np.array(ALIGN_TRANSLATION_CM)
     uv = uvs[order]
     mirror = _mirror_of(v, v * [-1, 1, 1], 1e-3)
     if (_mirror_of(uv, uv * [-1, 1] + [1, 0], 1e-2) != mirror).any():

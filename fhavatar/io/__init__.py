@@ -10,7 +10,16 @@ Gaussians (`ply`) and generic file checks and reads (`files`). Every name is imp
 """
 
 from .files import checked_file, read_safetensors, replaced_when_done
-from .images import DEFAULT_MAX_SIDE, IMAGE_FORMATS, MAX_IMAGE_PIXELS, image_size, load_image, save_image, to_uint8_frames
+from .images import (
+    DEFAULT_MAX_SIDE,
+    IMAGE_FORMATS,
+    MAX_IMAGE_PIXELS,
+    image_size,
+    load_image,
+    save_image,
+    side_by_side,
+    to_uint8_frames,
+)
 from .ply import PLY_PROPERTIES, SH_C0, load_gaussians_ply, save_gaussians_ply
 from .video import (
     MAX_VIDEO_BYTES,
@@ -27,4 +36,4 @@ from .video import (
 __all__ = ["DEFAULT_MAX_SIDE", "IMAGE_FORMATS", "MAX_IMAGE_PIXELS", "MAX_VIDEO_BYTES", "MAX_VIDEO_SECONDS", "PLY_PROPERTIES",
            "SH_C0", "VIDEO_DECODE_TIMEOUT", "VIDEO_DEMUXERS", "VIDEO_PROBE_TIMEOUT", "VideoInfo", "checked_file", "image_size",
            "load_gaussians_ply", "load_image", "read_safetensors", "read_video", "replaced_when_done", "save_gaussians_ply",
-           "save_image", "to_uint8_frames", "video_info", "write_video"]
+           "save_image", "side_by_side", "to_uint8_frames", "video_info", "write_video"]

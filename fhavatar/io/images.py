@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .files import checked_file
 
-__all__ = ["DEFAULT_MAX_SIDE", "IMAGE_FORMATS", "MAX_IMAGE_PIXELS", "image_size", "load_image", "save_image",
+__all__ = ["side_by_side", "DEFAULT_MAX_SIDE", "IMAGE_FORMATS", "MAX_IMAGE_PIXELS", "image_size", "load_image", "save_image",
            "to_uint8_frames"]
 
 logger = logging.getLogger(__name__)
@@ -272,3 +272,12 @@ def load_image(image: ImageLike, max_side: int | None = DEFAULT_MAX_SIDE) -> np.
     if isinstance(image, np.ndarray):
         return _array_to_rgb(image, "`image`", max_side)
     raise TypeError(f"`image` must be a path, a PIL image, an HWC numpy array or a [3, H, W] tensor, got {type(image).__name__}.")
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:  # [H, W, 3] x [h, w, 3] -> [H, W + w', 3]
+    """`right` resized to the height of `left` (aspect kept), placed to its right (uint8 or float in [0, 1])."""
+    left = (np.clip(left, 0, 1) * 255 + 0.5).astype(np.uint8) if left.dtype != np.uint8 else left
+    height = left.shape[0]
+    width = max(2, round(right.shape[1] * height / right.shape[0]))
+    right = np.asarray(Image.fromarray(right).resize((width, height), Image.Resampling.LANCZOS))
+    return np.concatenate([left, right], axis=1)

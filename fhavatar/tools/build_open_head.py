@@ -81,6 +81,9 @@ __all__ = ["build_open_head", "mesh_report", "save_asset"]
 
 logger = logging.getLogger(__name__)
 
+#: Head-space coordinates below this magnitude are round-off of an exact zero (the asset's coordinates are >= 1e-6).
+ROUND_OFF_ZERO = 1e-12
+
 
 def build_open_head(obj_path: str | Path = DEFAULT_OBJ) -> tuple[dict[str, np.ndarray], dict]:
     """Build every OpenHead tensor (numpy, head space) and its config from the canonical face OBJ."""
@@ -152,7 +155,7 @@ def _finish(mesh: _Mesh, rig: dict) -> tuple[dict[str, np.ndarray], dict]:
     if mirror_error > 1e-6 or (mirror[mirror] != np.arange(n)).any():
         raise RuntimeError(f"OpenHead build lost its mirror symmetry (max error {mirror_error} cm).")
     tensors = {
-        "template_vertices": ((v - centre_cm) * scale).astype(np.float32),
+        "template_vertices": _head_space(v, centre_cm, scale),
         "faces": faces,
         "uv_coords": uv_coords.astype(np.float32),
         "uv_faces": uv_faces.astype(np.int64),
@@ -162,7 +165,7 @@ def _finish(mesh: _Mesh, rig: dict) -> tuple[dict[str, np.ndarray], dict]:
         "landmark_mediapipe_ids": np.arange(NUM_MEDIAPIPE_LANDMARKS, dtype=np.int64),
         "mirror_vertex": mirror,
         "parents": np.array(OPEN_HEAD_PARENTS, np.int64),
-        "joint_locations": ((joints - centre_cm) * scale).astype(np.float32),
+        "joint_locations": _head_space(joints, centre_cm, scale),
         "skinning_weights": weights.astype(np.float32),
         "expression_sources": sources.astype(np.int64),
         "expression_weights": kept_w.astype(np.float32),
@@ -172,6 +175,14 @@ def _finish(mesh: _Mesh, rig: dict) -> tuple[dict[str, np.ndarray], dict]:
               "propagation_width": PROPAGATION_WIDTH, "head_units_per_metre": HEAD_UNITS_PER_METRE,
               "head_centre_cm": [round(float(c), 6) for c in centre_cm]}
     return tensors, config
+
+
+def _head_space(points_cm: np.ndarray, centre_cm: np.ndarray, scale: float) -> np.ndarray:  # [N, 3] -> [N, 3] float32
+    """Points in head space as float32. Coordinates that are zero in exact arithmetic (the midline's x) come out as
+    round-off of ~1e-19, which float32 keeps and which differs between CPUs and BLAS builds: they are snapped to 0."""
+    points = (points_cm - centre_cm) * scale
+    points[np.abs(points) < ROUND_OFF_ZERO] = 0.0
+    return points.astype(np.float32)
 
 
 def mesh_report(vertices: np.ndarray, faces: np.ndarray) -> dict:
