@@ -4,6 +4,10 @@ For every photo in ../shared/data/realfaces: track it (OpenHead), build the avat
 ProjectionAvatarModel, render it from the source camera and from 36 orbit angles, and print
 - PSNR of the source-view render against the aligned photo inside the tracked face mask (target >= 25 dB),
 - the smallest alpha inside the head silhouette over the 36 orbit views (target >= 0.99),
+- the full-head figures of `fhavatar.metrics.full_head` (issue 17's targets as medians: head IoU >= 0.90, matte PSNR
+  >= 22 dB, back texture >= 0.5): the source-view silhouette against the matte, the render against the photo with
+  gaps showing the complementary colour, and the texture of the back view (azimuth 180, elevation 10),
+- the time from photo to avatar (tracking + avatar model + binding; renders excluded),
 - the frontal view's left-right agreement: PSNR between the front render (azimuth 0) and its mirror image inside
   both silhouettes. Not a target: a proxy, to compare versions on one photo, for what the source-view PSNR cannot
   see, a squashed or smeared half of a turned face. Real faces and their lighting are not symmetric (frontal photos
@@ -28,6 +32,7 @@ from PIL import Image
 from fhavatar.avatar import Avatar
 from fhavatar.head import OpenHead, UVLayout
 from fhavatar.metrics import psnr as image_psnr
+from fhavatar.metrics.full_head import CHIN_LANDMARK, back_texture, face_hull, head_iou, head_rows, matte_psnr
 from fhavatar.models import ProjectionAvatarModel, make_source_view
 from fhavatar.rendering import Camera, render_gaussians
 from fhavatar.tracking import track_image
@@ -36,17 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ROOT.parent / "shared" / "data" / "realfaces"
 
 
-def face_mask(head: OpenHead, track, size: int) -> np.ndarray:  # -> [size, size] bool
-    """Pixels inside the convex hull of the fitted face landmarks (the tracked face region)."""
-    from scipy.spatial import ConvexHull, Delaunay
-
-    points = track.landmarks[:468, :2] * (size / track.image.shape[0])
-    hull = Delaunay(points[ConvexHull(points).vertices])
-    ys, xs = np.mgrid[0:size, 0:size] + 0.5
-    return hull.find_simplex(np.stack([xs.ravel(), ys.ravel()], -1)).reshape(size, size) >= 0
-
-
-def evaluate(path: Path, head: OpenHead, layout: UVLayout, model: ProjectionAvatarModel, size: int, out_dir: Path):
+def evaluate(path: Path, head: OpenHead, layout: UVLayout, model: ProjectionAvatarModel, size: int,
+             out_dir: Path) -> dict:
     start = time.perf_counter()
     track = track_image(path, head=head)
     image = torch.from_numpy(track.image).permute(2, 0, 1).float()[None] / 255
@@ -55,7 +51,8 @@ def evaluate(path: Path, head: OpenHead, layout: UVLayout, model: ProjectionAvat
         attributes = model(make_source_view(image, track.camera, head, track.params, layout, mask=mask))
         avatar = Avatar.from_attributes(attributes, layout, head, track.params)
         gaussians = avatar.gaussians()
-        source = render_gaussians(gaussians, track.camera, size, size)
+        elapsed = time.perf_counter() - start
+        source = render_gaussians(gaussians, track.camera, size, size, background=torch.zeros(3))
         # The orbit circles the head around the source camera's distance, in head space.
         radius = float(track.camera.position.norm())
         views = Camera.orbit(36, radius=radius, elevation_deg=10.0)
@@ -65,10 +62,20 @@ def evaluate(path: Path, head: OpenHead, layout: UVLayout, model: ProjectionAvat
             out = render_gaussians(gaussians, views[i], size, size, background=torch.ones(3))
             orbit_alpha.append(out.alpha[0, 0])
             orbit_images.append(out.image[0])
-    elapsed = time.perf_counter() - start
+    scale = size / track.image.shape[0]
     target = torch.nn.functional.interpolate(image, size=(size, size), mode="area")[0]
-    region = torch.from_numpy(face_mask(head, track, size))
-    psnr = image_psnr(source.image, target[None], mask=region[None, None].to(target)).item()
+    matte = (torch.nn.functional.interpolate(mask, size=(size, size), mode="area")[0, 0] if mask is not None
+             else torch.ones(size, size))
+    face = face_hull(track.landmarks[:468, :2] * scale, size)
+    rows = head_rows(float(track.landmarks[CHIN_LANDMARK, 1]) * scale, size)
+    figures = {
+        "face_psnr": image_psnr(source.image, target[None], mask=face[None, None].to(target)).item(),
+        "head_iou": head_iou(source.alpha[0, 0], matte, rows),
+        "matte_psnr": matte_psnr(source.image[0], source.alpha[0, 0], target, matte, rows),
+        # The back view: azimuth 180, elevation 10 (orbit frame 18).
+        "back_texture": back_texture(orbit_images[18], orbit_alpha[18], target, matte, face, rows),
+        "seconds": elapsed,
+    }
     # Head silhouette = pixels the avatar covers at all; a hole shows as low alpha inside it (eroded by 2 px).
     min_alpha = 1.0
     for alpha in orbit_alpha:
@@ -76,6 +83,7 @@ def evaluate(path: Path, head: OpenHead, layout: UVLayout, model: ProjectionAvat
         eroded = -torch.nn.functional.max_pool2d(-inside.float()[None, None], 5, 1, 2)[0, 0] > 0.5
         if eroded.any():
             min_alpha = min(min_alpha, alpha[eroded].min().item())
+    figures["min_alpha"] = min_alpha
     tiles = [Image.fromarray(track.image).resize((size, size))]
     for k in range(0, 36, 36 // 8):
         tiles.append(Image.fromarray((orbit_images[k].permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8)))
@@ -87,8 +95,8 @@ def evaluate(path: Path, head: OpenHead, layout: UVLayout, model: ProjectionAvat
     # Left-right agreement of the frontal view (the orbit starts at azimuth 0, on the head's symmetry plane).
     front, front_alpha = orbit_images[0], orbit_alpha[0]
     both = (front_alpha > 0.5) & (front_alpha.flip(-1) > 0.5)
-    symmetry = image_psnr(front[None], front.flip(-1)[None], mask=both[None, None].to(front)).item()
-    return psnr, min_alpha, symmetry, elapsed
+    figures["symmetry"] = image_psnr(front[None], front.flip(-1)[None], mask=both[None, None].to(front)).item()
+    return figures
 
 
 def main() -> None:
@@ -100,11 +108,17 @@ def main() -> None:
     head = OpenHead()
     layout = UVLayout(head, resolution=args.resolution)
     model = ProjectionAvatarModel()
+    rows = []
     for path in sorted(PHOTOS.glob("p0*")):
-        psnr, min_alpha, symmetry, seconds = evaluate(path, head, layout, model, args.size, args.out)
-        print(f"{path.name:<52s} PSNR(face) {psnr:5.1f} dB   min alpha in head silhouette (36 views) {min_alpha:.3f}"
-              f"   front symmetry {symmetry:5.1f} dB"
-              f"   {seconds:.1f} s")
+        f = evaluate(path, head, layout, model, args.size, args.out)
+        rows.append(f)
+        print(f"{path.name:<50s} face PSNR {f['face_psnr']:5.1f} dB  head IoU {f['head_iou']:.3f}  "
+              f"matte PSNR {f['matte_psnr']:5.1f} dB  back texture {f['back_texture']:.3f}  "
+              f"min alpha (36 views) {f['min_alpha']:.3f}  front symmetry {f['symmetry']:5.1f} dB  {f['seconds']:.1f} s")
+    medians = {key: float(np.median([r[key] for r in rows])) for key in rows[0]}
+    print(f"{'median':<50s} face PSNR {medians['face_psnr']:5.1f} dB  head IoU {medians['head_iou']:.3f}  "
+          f"matte PSNR {medians['matte_psnr']:5.1f} dB  back texture {medians['back_texture']:.3f}  "
+          f"min face PSNR {min(r['face_psnr'] for r in rows):.1f} dB  min alpha {min(r['min_alpha'] for r in rows):.3f}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Evaluation metrics of the paper (§4.1): PSNR, SSIM, LPIPS, CSIM, AKD, AED, APD.
+"""Evaluation metrics of the paper (§4.1): PSNR, SSIM, LPIPS, CSIM, AKD, AED, APD; and full-head coverage metrics
+(head IoU, matte PSNR, back texture: `fhavatar.metrics.full_head`).
 
 Third-party networks are never downloaded: LPIPS trunks and ArcFace weights come from user files
 (`load_lpips(backbone_path=...)`, `load_identity_network(path)`); AKD/AED/APD inputs are measured with the
@@ -14,6 +15,7 @@ Example:
     ```
 """
 
+from .full_head import back_texture, face_hull, head_iou, head_rows, matte_psnr
 from .identity import (
     ARCFACE_TEMPLATE_112,
     IdentityNetwork,
@@ -36,10 +38,15 @@ __all__ = [
     "aed",
     "akd",
     "apd",
+    "back_texture",
     "cosine_similarity",
+    "face_hull",
     "five_points_from_mediapipe",
+    "head_iou",
+    "head_rows",
     "load_identity_network",
     "load_lpips",
+    "matte_psnr",
     "psnr",
     "ssim",
 ]
