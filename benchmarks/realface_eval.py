@@ -1,7 +1,8 @@
 """Built-in default on the real photos: source-view fidelity, closed-surface check and orbit contact sheets.
 
-For every photo in ../shared/data/realfaces: track it (OpenHead), build the avatar with the training-free
-ProjectionAvatarModel, render it from the source camera and from 36 orbit angles, and print
+For every photo in ../shared/data/realfaces: build its avatar with the built-in default pipeline
+(`FHAvatarPipeline.default().reconstruct`: tracking, hair shell, training-free ProjectionAvatarModel), render it
+from the source camera and from 36 orbit angles, and print
 - PSNR of the source-view render against the aligned photo inside the tracked face mask (target >= 25 dB),
 - the smallest alpha inside the head silhouette over the 36 orbit views (target >= 0.99),
 - the full-head figures of `fhavatar.metrics.full_head` (issue 17's targets as medians: head IoU >= 0.90, matte PSNR
@@ -16,7 +17,7 @@ and write out/realface_orbits/<photo>.png (the aligned photo next to 8 orbit vie
 (../shared/data/realfaces/MANIFEST.md) allow internal testing only, so these sheets stay out of the repository;
 docs/realface_orbits/ keeps the one made from the public-domain photo p01.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/realface_eval.py [--resolution 256] [--size 256]
+    PYTHONPATH=. .venv/bin/python benchmarks/realface_eval.py [--resolution 256] [--size 256] [--no-shell]
 """
 
 from __future__ import annotations
@@ -29,29 +30,24 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fhavatar.avatar import Avatar
-from fhavatar.head import OpenHead, UVLayout
+from fhavatar import FHAvatarPipeline
 from fhavatar.metrics import psnr as image_psnr
 from fhavatar.metrics.full_head import CHIN_LANDMARK, back_texture, face_hull, head_iou, head_rows, matte_psnr
-from fhavatar.models import ProjectionAvatarModel, make_source_view
 from fhavatar.rendering import Camera, render_gaussians
-from fhavatar.tracking import track_image
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ROOT.parent / "shared" / "data" / "realfaces"
 
 
-def evaluate(path: Path, head: OpenHead, layout: UVLayout, model: ProjectionAvatarModel, size: int,
-             out_dir: Path) -> dict:
+def evaluate(path: Path, pipe: FHAvatarPipeline, size: int, out_dir: Path) -> dict:
     start = time.perf_counter()
-    track = track_image(path, head=head)
+    avatar = pipe.reconstruct(path)  # what users get: tracking, hair shell, avatar model, binding
+    elapsed = time.perf_counter() - start
+    track = avatar.source_track
     image = torch.from_numpy(track.image).permute(2, 0, 1).float()[None] / 255
     mask = torch.from_numpy(track.mask)[None, None].float() if track.mask is not None else None
     with torch.no_grad():
-        attributes = model(make_source_view(image, track.camera, head, track.params, layout, mask=mask))
-        avatar = Avatar.from_attributes(attributes, layout, head, track.params)
         gaussians = avatar.gaussians()
-        elapsed = time.perf_counter() - start
         source = render_gaussians(gaussians, track.camera, size, size, background=torch.zeros(3))
         # The orbit circles the head around the source camera's distance, in head space.
         radius = float(track.camera.position.norm())
@@ -104,13 +100,13 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=256, help="UV atlas size K")
     parser.add_argument("--size", type=int, default=256, help="render size in pixels")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "realface_orbits")
+    parser.add_argument("--no-shell", action="store_true", help="no hair shell (the bare head, as before issue 17)")
     args = parser.parse_args()
-    head = OpenHead()
-    layout = UVLayout(head, resolution=args.resolution)
-    model = ProjectionAvatarModel()
+    pipe = FHAvatarPipeline.default(resolution=args.resolution, hair_shell=not args.no_shell)
+    pipe.set_progress_bar_config(disable=True)
     rows = []
     for path in sorted(PHOTOS.glob("p0*")):
-        f = evaluate(path, head, layout, model, args.size, args.out)
+        f = evaluate(path, pipe, args.size, args.out)
         rows.append(f)
         print(f"{path.name:<50s} face PSNR {f['face_psnr']:5.1f} dB  head IoU {f['head_iou']:.3f}  "
               f"matte PSNR {f['matte_psnr']:5.1f} dB  back texture {f['back_texture']:.3f}  "

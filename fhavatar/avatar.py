@@ -79,7 +79,9 @@ class Avatar:
     on one device, fp32): `face_index [N]` long, `barycentrics [N, 3]`, `offsets [N, 3]` and `scales [N, 3]`
     in units of the source triangle's scale `sqrt(area)` along its local axes, `rotations [N, 4]` unit
     `(w, x, y, z)` relative to the local frame, `colors [N, 3]` RGB in [0, 1], `opacities [N]`, and
-    `source_vertices [V, 3]` with `source_params` (batch of one) of the head model.
+    `source_vertices [V, 3]` with `source_params` (batch of one) of the head model, and optional `vertex_offsets
+    [V, 3]`: a displacement of the head model's rest shape (the hair shell fitted to the photo's silhouette) that
+    every pose carries, skinned with the head.
 
     Example:
         ```py
@@ -92,7 +94,7 @@ class Avatar:
 
     def __init__(self, head_model: torch.nn.Module, source_params: Any, source_vertices: Tensor, face_index: Tensor,
                  barycentrics: Tensor, offsets: Tensor, rotations: Tensor, scales: Tensor, colors: Tensor,
-                 opacities: Tensor):
+                 opacities: Tensor, vertex_offsets: Tensor | None = None):
         for name in ("faces", "uv_coords", "uv_faces", "num_vertices"):
             if not hasattr(head_model, name):
                 raise TypeError(f"`head_model` must be a HeadModel (with faces, uv_coords, uv_faces), got "
@@ -103,6 +105,9 @@ class Avatar:
                   "source_vertices": (head_model.num_vertices, 3)}
         values = dict(face_index=face_index, barycentrics=barycentrics, offsets=offsets, rotations=rotations,
                       scales=scales, colors=colors, opacities=opacities, source_vertices=source_vertices)
+        if vertex_offsets is not None:
+            shapes["vertex_offsets"] = (head_model.num_vertices, 3)
+            values["vertex_offsets"] = vertex_offsets
         for name, shape in shapes.items():
             if tuple(values[name].shape) != shape:
                 raise ValueError(f"Avatar.{name} must have shape {list(shape)}, got {list(values[name].shape)}.")
@@ -114,6 +119,9 @@ class Avatar:
         self.face_index = face_index.long()
         for name in ("source_vertices", "barycentrics", "offsets", "rotations", "scales", "colors", "opacities"):
             setattr(self, name, values[name].float())
+        if vertex_offsets is not None and not bool(torch.isfinite(vertex_offsets).all()):
+            raise ValueError("Avatar.vertex_offsets must be finite.")
+        self.vertex_offsets = None if vertex_offsets is None else vertex_offsets.float()
 
     def __len__(self) -> int:
         return self.face_index.shape[0]
@@ -125,7 +133,7 @@ class Avatar:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_attributes(cls, attributes: UVAttributes, layout: UVLayout, head_model: torch.nn.Module,
-                        source_params: Any, batch_index: int = 0) -> Avatar:
+                        source_params: Any, batch_index: int = 0, vertex_offsets: Tensor | None = None) -> Avatar:
         """Sample Gaussians from UV attribute maps at the layout's positions X and bind them to the source mesh.
 
         Args:
@@ -136,6 +144,8 @@ class Avatar:
             head_model (`HeadModel`): the head model `source_params` belongs to (kept for posing).
             source_params: the head-model parameters of the source image (batch B, e.g. `OpenHeadParams`).
             batch_index (`int`, *optional*, defaults to 0): which batch element to build.
+            vertex_offsets (`Tensor` of shape `[V, 3]`, *optional*): the rest-shape displacement the source mesh was
+                built with (`head_model(source_params, rest_offsets=...)`); every pose carries it.
 
         Differentiable with respect to the attribute maps (training renders `from_attributes(...).gaussians()`).
         """
@@ -150,7 +160,8 @@ class Avatar:
         batch = attributes.colors.shape[0]
         if isinstance(batch_index, bool) or not isinstance(batch_index, int) or not 0 <= batch_index < batch:
             raise ValueError(f"`batch_index` must be an int in [0, {batch}), got {batch_index!r}.")
-        vertices = head_model(source_params)
+        vertices = head_model(source_params) if vertex_offsets is None else head_model(source_params,
+                                                                                       rest_offsets=vertex_offsets)
         if vertices.shape[0] != batch:
             raise ValueError(f"`source_params` has batch size {vertices.shape[0]} but `attributes` {batch}.")
         pick = slice(batch_index, batch_index + 1)
@@ -174,6 +185,7 @@ class Avatar:
             scales=sample(maps.scales).clamp(min=_MIN_SCALE) / tri_scale[:, None],
             colors=sample(maps.colors).clamp(0, 1),
             opacities=sample(maps.opacities)[:, 0].clamp(0, 1),
+            vertex_offsets=vertex_offsets,
         )
 
     @staticmethod
@@ -188,10 +200,16 @@ class Avatar:
         """Head-model vertices for `params` (batch of one); `None` gives the source mesh."""
         if params is None:
             return self.source_vertices
-        vertices = self.head_model(params)
+        vertices = self.pose(params)
         if vertices.shape[0] != 1:
             raise ValueError(f"`params` must have batch size 1 (one pose per Gaussians set), got {vertices.shape[0]}.")
         return vertices[0].to(self.source_vertices)
+
+    def pose(self, params: Any) -> Tensor:  # -> [B, V, 3]
+        """The head model posed by `params` (any batch size) with the avatar's rest-shape `vertex_offsets`."""
+        if self.vertex_offsets is None:
+            return self.head_model(params)
+        return self.head_model(params, rest_offsets=self.vertex_offsets)
 
     def gaussians(self, params: Any = None, vertices: Tensor | None = None) -> Gaussians:
         """The avatar's Gaussians on the head posed by `params` (or by explicit `vertices [V, 3]`).
@@ -230,7 +248,8 @@ class Avatar:
         """A copy on `device` (the head model is moved too: it is shared, not copied)."""
         moved = {name: getattr(self, name).to(device) for name in (*_BOUND_FIELDS, "source_vertices")}
         params = _map_params(self.source_params, lambda t: t.to(device))
-        return Avatar(self.head_model.to(device), params, **moved)
+        offsets = None if self.vertex_offsets is None else self.vertex_offsets.to(device)
+        return Avatar(self.head_model.to(device), params, **moved, vertex_offsets=offsets)
 
     # ------------------------------------------------------------------ files
     def save_ply(self, path: str | Path, params: Any = None) -> Path:
@@ -247,6 +266,8 @@ class Avatar:
         from safetensors.torch import save_file
 
         tensors = {name: getattr(self, name).detach().cpu().contiguous() for name in (*_BOUND_FIELDS, "source_vertices")}
+        if self.vertex_offsets is not None:
+            tensors["vertex_offsets"] = self.vertex_offsets.detach().cpu().contiguous()
         for name, value in _params_dict(self.source_params).items():
             tensors[f"source_params.{name}"] = value.detach().cpu().contiguous()
         metadata = {"format": AVATAR_FILE_FORMAT, "head": json.dumps(_head_signature(self.head_model)),
@@ -276,7 +297,9 @@ class Avatar:
         device = head_model.faces.device
         prefix = "source_params."
         params = params_class(**{k[len(prefix):]: v.to(device) for k, v in tensors.items() if k.startswith(prefix)})
-        return cls(head_model, params, **{n: tensors[n].to(device) for n in (*_BOUND_FIELDS, "source_vertices")})
+        offsets = tensors["vertex_offsets"].to(device) if "vertex_offsets" in tensors else None  # older files: none
+        return cls(head_model, params, **{n: tensors[n].to(device) for n in (*_BOUND_FIELDS, "source_vertices")},
+                   vertex_offsets=offsets)
 
 
 def _params_dict(params: Any) -> dict[str, Tensor]:

@@ -45,7 +45,7 @@ from .pipeline_inputs import (
     square_pixels,
 )
 from .rendering import Camera, render_gaussians
-from .tracking import FaceTrack, track_image, track_video
+from .tracking import FaceTrack, fit_hair_shell, track_image, track_video
 
 __all__ = ["MAX_DRIVING_FRAMES", "MAX_ORBIT_FRAMES", "MAX_RENDER_SIDE", "MIN_RENDER_SIDE", "FHAvatarPipeline",
            "FHAvatarPipelineOutput", "make_model_card"]
@@ -90,6 +90,9 @@ class FHAvatarPipeline(DiffusionPipeline):
         use_mask (`bool`, *optional*, defaults to True): segment the photo's foreground so background pixels are
             never painted onto the head.
         smoothing (`float`, *optional*, defaults to 1.0): temporal smoothing (frames) of driving-video tracking.
+        hair_shell (`bool`, *optional*): fit the head's outline to the photo's matte (`fhavatar.tracking.fit_hair_shell`:
+            hair volume, hats) before the avatar model runs. Defaults to None: on for the training-free
+            `ProjectionAvatarModel`, off for learned models (trained on bare heads; the trainer saves False).
 
     Example:
         ```py
@@ -113,17 +116,20 @@ class FHAvatarPipeline(DiffusionPipeline):
         orbit_elevation: float = 10.0,
         use_mask: bool = True,
         smoothing: float = 1.0,
+        hair_shell: bool | None = None,
     ):
         super().__init__()
         check_int("resolution", resolution, 8, 2048)
         rgb = check_background(background)
+        if hair_shell is not None and not isinstance(hair_shell, bool):
+            raise ValueError(f"`hair_shell` must be True, False or None (automatic), got {hair_shell!r}.")
         for name, value in (("orbit_elevation", orbit_elevation), ("smoothing", smoothing)):
             if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)):
                 raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
         self.register_modules(avatar_model=avatar_model, head_model=head_model, prior=prior)
         self.register_to_config(resolution=resolution, background=rgb,
                                 orbit_elevation=float(orbit_elevation), use_mask=bool(use_mask),
-                                smoothing=float(smoothing))
+                                smoothing=float(smoothing), hair_shell=hair_shell)
 
     # ------------------------------------------------------------------ construction and files
     @classmethod
@@ -220,18 +226,19 @@ class FHAvatarPipeline(DiffusionPipeline):
             self.__dict__["_layout_cache"] = cached
         return cached[1].to(self.device)
 
-    def source_view(self, track) -> SourceView:
+    def source_view(self, track, rest_offsets: Tensor | None = None) -> SourceView:
         """The avatar model's input for a tracked photo: `make_source_view`, the function the trainer calls too.
 
         The photo is composited over `config.background` for models that read it so (a trained pipeline stores its
-        training background there), and the prior, when present, encodes that composite.
+        training background there), and the prior, when present, encodes that composite. `rest_offsets` (`[V, 3]`)
+        is the hair shell the avatar will carry.
         """
         device = self.device
         image = torch.from_numpy(track.image).to(device).permute(2, 0, 1)[None].float() / 255.0
         mask = None if track.mask is None else torch.from_numpy(track.mask).to(device)[None, None].float()
         background = torch.tensor(self.config.background, device=device, dtype=image.dtype)
         return make_source_view(image, track.camera.to(device), self.head_model, track.params.to(device), self.layout,
-                                mask=mask, background=background, prior=self.prior)
+                                mask=mask, background=background, prior=self.prior, rest_offsets=rest_offsets)
 
     def _render(self, gaussians_at, cameras: Camera, height: int, width: int, desc: str,
                 background: Sequence[float] | None = None) -> Tensor:
@@ -276,8 +283,14 @@ class FHAvatarPipeline(DiffusionPipeline):
         if not isinstance(self.head_model, OpenHead):
             raise ValueError(f"`head_model` must be an OpenHead to be tracked from photos, got {type(self.head_model).__name__}.")
         track = track_image(load_image(image), head=self.head_model, mask=self.config.use_mask)
-        attributes = self.avatar_model(self.source_view(track))
-        avatar = Avatar.from_attributes(attributes, self.layout, self.head_model, track.params.to(self.device))
+        # The hair shell: the head's outline fitted to the photo's matte (None: none fitted, the bare head stays).
+        use_shell = self.config.get("hair_shell")
+        use_shell = isinstance(self.avatar_model, ProjectionAvatarModel) if use_shell is None else use_shell
+        shell = fit_hair_shell(track, self.head_model) if use_shell else None
+        shell = None if shell is None else shell.to(self.device)
+        attributes = self.avatar_model(self.source_view(track, rest_offsets=shell))
+        avatar = Avatar.from_attributes(attributes, self.layout, self.head_model, track.params.to(self.device),
+                                        vertex_offsets=shell)
         avatar.source_track = track
         logger.info("reconstructed an avatar of %d Gaussians (K=%d)", len(avatar), self.config.resolution)
         return avatar
@@ -329,7 +342,7 @@ class FHAvatarPipeline(DiffusionPipeline):
         self.check_inputs(None, driving, 1, height, width, mode, output_type, num_frames)
         tracks, _ = self.track_driving(driving, num_frames)
         params, cameras = transfer_motion(source_track, tracks, mode=mode, use_driving_camera=use_driving_camera)
-        vertices = self.head_model(params.to(self.device))  # [T, V, 3]
+        vertices = avatar.pose(params.to(self.device))  # [T, V, 3]
         frames = self._render(lambda t: avatar.gaussians(vertices=vertices[t]), cameras, height, width, "re-enacting",
                               background)
         return postprocess(frames, output_type)

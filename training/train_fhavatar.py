@@ -221,7 +221,8 @@ def save_pipeline(model: FHAvatarModel, prior, config: TrainConfig, output_dir: 
     from fhavatar.pipeline_fhavatar import FHAvatarPipeline
 
     pipeline = FHAvatarPipeline(avatar_model=model, head_model=OpenHead(), prior=prior,
-                                resolution=model.config.resolution, background=config.background)
+                                resolution=model.config.resolution, background=config.background,
+                                hair_shell=False)  # trained on bare heads: the pipeline must not add a shell
     folder = Path(output_dir) / "pipeline"
     pipeline.save_pretrained(folder)
     logger.info("saved the pipeline to %s (FHAvatarPipeline.from_pretrained loads it)", folder)

@@ -108,6 +108,19 @@ class HeadModel(ModelMixin, ConfigMixin):
                 f"start from `{type(self).__name__.lower()}.neutral_params(batch_size)`."
             )
 
+    def _rest_offsets(self, rest_offsets: Tensor | None, batch: int, like: Tensor) -> Tensor | None:
+        """`rest_offsets` checked (`[V, 3]` or `[B, V, 3]`, finite) and broadcast to `[B, V, 3]` like `like`."""
+        if rest_offsets is None:
+            return None
+        shapes = ((self.num_vertices, 3), (batch, self.num_vertices, 3))
+        if not isinstance(rest_offsets, Tensor) or tuple(rest_offsets.shape) not in shapes:
+            shape = list(rest_offsets.shape) if isinstance(rest_offsets, Tensor) else type(rest_offsets).__name__
+            raise ValueError(f"`rest_offsets` must have shape [{self.num_vertices}, 3] or [{batch}, "
+                             f"{self.num_vertices}, 3], got {shape}.")
+        if not bool(torch.isfinite(rest_offsets).all()):
+            raise ValueError("`rest_offsets` must be finite.")
+        return rest_offsets.to(like).expand(batch, self.num_vertices, 3)
+
     def vertex_normals(self, vertices: Tensor) -> Tensor:  # [B, V, 3] -> [B, V, 3]
         """Area-weighted unit vertex normals."""
         self._check_vertices(vertices)

@@ -186,13 +186,18 @@ class FLAME(HeadModel):
         return FLAMEParams(z(self.config.num_shape), z(self.config.num_expression), z(3), z(3), z(3), z(6), z(3))
 
     # ------------------------------------------------------------------ model
-    def forward(self, params: FLAMEParams) -> Tensor:  # -> [B, V, 3]
-        """Posed vertices in head space: blendshapes, pose correctives, linear blend skinning, translation."""
+    def forward(self, params: FLAMEParams, rest_offsets: Tensor | None = None) -> Tensor:  # -> [B, V, 3]
+        """Posed vertices in head space: blendshapes (+ `rest_offsets`), pose correctives, linear blend skinning,
+        translation. `rest_offsets` (`[V, 3]` or `[B, V, 3]`, *optional*) displaces the shaped rest mesh after the
+        joints are regressed (a hair shell does not move the skeleton)."""
         self._check_params_type(params)
         params.validate(self.config.num_shape, self.config.num_expression)
         params = params.to(device=self.template_vertices.device, dtype=self.template_vertices.dtype)
         v_shaped = self.blend_shapes(params.shape, params.expression)  # [B, V, 3]
         joints = torch.einsum("jv,bvc->bjc", self.J_regressor, v_shaped)  # [B, J, 3]
+        offsets = self._rest_offsets(rest_offsets, params.shape.shape[0], v_shaped)
+        if offsets is not None:
+            v_shaped = v_shaped + offsets
         axis_angles = torch.cat([params.global_rotation, params.neck, params.jaw, params.eyes], dim=-1)
         rotations = axis_angle_to_matrix(axis_angles.reshape(-1, len(FLAME_JOINT_NAMES), 3))  # [B, J, 3, 3]
         v_posed = v_shaped + self.pose_correctives(rotations)

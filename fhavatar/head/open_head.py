@@ -188,14 +188,23 @@ class OpenHead(HeadModel):
         gathered = expression[:, self.expression_sources]  # [B, V, K, 3]
         return (gathered * self.expression_weights[None, :, :, None].to(expression.dtype)).sum(2)
 
-    def forward(self, params: OpenHeadParams) -> Tensor:  # -> [B, V, 3]
-        """Posed vertices: template + expression, skinning (neck, jaw, eyes), global rotation about the origin,
-        translation."""
+    def forward(self, params: OpenHeadParams, rest_offsets: Tensor | None = None) -> Tensor:  # -> [B, V, 3]
+        """Posed vertices: template + expression (+ `rest_offsets`), skinning (neck, jaw, eyes), global rotation about
+        the origin, translation.
+
+        Args:
+            params (`OpenHeadParams`): batch B.
+            rest_offsets (`Tensor` of shape `[V, 3]` or `[B, V, 3]`, *optional*): per-vertex displacements of the rest
+                shape, skinned with it (an avatar's hair shell: it follows the head, and the neck's base stays).
+        """
         self._check_params_type(params)
         params.validate()
         params = params.to(device=self.template_vertices.device, dtype=self.template_vertices.dtype)
         batch = params.batch_size
         rest = self.template_vertices[None] + self.expression_offsets(params.expression)  # [B, V, 3]
+        offsets = self._rest_offsets(rest_offsets, batch, rest)
+        if offsets is not None:
+            rest = rest + offsets
         axis_angles = torch.stack(
             [torch.zeros_like(params.jaw), params.neck, params.jaw, params.eyes[:, 0], params.eyes[:, 1]], dim=1
         )  # [B, J, 3]; the global joint stays (global rotation acts about the origin below)

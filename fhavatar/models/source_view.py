@@ -146,6 +146,7 @@ def make_source_view(
     mask: Tensor | None = None,  # [B, 1, H, W] in [0, 1]
     background: Tensor | None = None,  # [3]
     prior: Any = None,
+    rest_offsets: Tensor | None = None,  # [V, 3]
 ) -> SourceView:
     """The one way to prepare an avatar model's input from a tracked photo (pipeline and trainer alike).
 
@@ -162,6 +163,8 @@ def make_source_view(
         background (`Tensor` of shape `[3]`, *optional*, defaults to white): colour composited behind the matte.
         prior (*optional*): a frozen 3D prior with `encode(image, camera)` and `sample(triplane, points)`
             (`PanoHeadPrior`).
+        rest_offsets (`Tensor` of shape `[V, 3]`, *optional*): a rest-shape displacement of the head model (the hair
+            shell of `fhavatar.tracking.fit_hair_shell`), so the view sees the head the avatar will be bound to.
 
     Returns:
         `SourceView`.
@@ -173,7 +176,7 @@ def make_source_view(
         ```
     """
     with torch.no_grad():
-        vertices = head_model(params).float()
+        vertices = (head_model(params) if rest_offsets is None else head_model(params, rest_offsets=rest_offsets)).float()
     view = SourceView(image, camera, vertices, layout, mask=mask, background=background)
     if prior is not None:
         with torch.no_grad():

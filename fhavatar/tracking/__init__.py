@@ -15,6 +15,7 @@ from .align import CropTransform, compute_crop
 from .face_track import FaceTrack
 from .fit import fit_flame, fit_open_head, track_image
 from .landmarks import FaceLandmarker, FaceTooSmallError, LandmarkResult, NoFaceError, segment_foreground
+from .shell import fit_hair_shell
 from .video import track_video
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "NoFaceError",
     "compute_crop",
     "fit_flame",
+    "fit_hair_shell",
     "fit_open_head",
     "head_angles",
     "segment_foreground",
