@@ -76,7 +76,9 @@ def evaluate(path: Path, pipe: FHAvatarPipeline, size: int, out_dir: Path) -> di
     min_alpha = 1.0
     for alpha in orbit_alpha:
         inside = alpha > 0.5
-        eroded = -torch.nn.functional.max_pool2d(-inside.float()[None, None], 5, 1, 2)[0, 0] > 0.5
+        # Outside the frame counts as background: a head cut by the image border is not a hole.
+        padded = torch.nn.functional.pad(inside.float()[None, None], (2, 2, 2, 2))
+        eroded = -torch.nn.functional.max_pool2d(-padded, 5, 1)[0, 0] > 0.5
         if eroded.any():
             min_alpha = min(min_alpha, alpha[eroded].min().item())
     figures["min_alpha"] = min_alpha

@@ -12,8 +12,9 @@ source view:
    project in that direction, in proportion to how much their normal lies in the image plane (the silhouette's rim).
    Vertices facing away from the camera (the back of the head, which the photo cannot show) take the mean gap of
    the upper directions: the back continues the sides' volume.
-3. The magnitudes are clamped (`MAX_GROWTH` out, `MAX_SHRINK` in), smoothed over the mesh, and faded in from the face
-   over `FACE_FALLOFF`, so the face the tracker fitted stays where it is.
+3. The magnitudes are clamped (`MAX_GROWTH` out, `MAX_SHRINK` in, and no steeper than `MAX_SLOPE` from the face),
+   smoothed over the mesh, and faded in from the face over `FACE_FALLOFF`, so the face the tracker fitted stays where
+   it is and no triangle stretches into a gap.
 
 The shell is refused (None, with a logged warning) when the matte is missing or untrusted, or when the fit does not
 bring the silhouette closer to the matte: the avatar then keeps the bare head there, never a spike of geometry.
@@ -55,6 +56,9 @@ ANGLE_BINS = 180
 ITERATIONS = 4
 #: Mesh smoothing passes of the magnitudes after each round.
 SMOOTHING_PASSES = 4
+#: Outward growth at most this many times a vertex's distance from the face: the shell rises from the face no steeper
+#: than this, so no triangle between them stretches into a sliver the Gaussians cannot close.
+MAX_SLOPE = 2.5
 
 
 def _neighbour_mean(values: Tensor, faces: Tensor) -> Tensor:  # [V, C], [F, 3] -> [V, C]
@@ -69,13 +73,16 @@ def _neighbour_mean(values: Tensor, faces: Tensor) -> Tensor:  # [V, C], [F, 3] 
     return total / count
 
 
-def shell_weights(head: OpenHead) -> Tensor:  # -> [V] in [0, 1]
-    """How much each vertex may move with the shell: 0 on the face, eyes and mouth, 1 from `FACE_FALLOFF` away."""
+def _face_distance(head: OpenHead) -> Tensor:  # -> [V] head units, 0 on the face, eyes and mouth
     rest = head.template_vertices.float()
     fixed = head.region("face") | head.region("eyes") | head.region("mouth")
-    distance = torch.cdist(rest, rest[fixed]).min(dim=1).values
-    t = (distance / FACE_FALLOFF).clamp(0, 1)
-    return torch.where(fixed, torch.zeros_like(t), t * t * (3 - 2 * t))
+    return torch.where(fixed, torch.zeros(len(rest)), torch.cdist(rest, rest[fixed]).min(dim=1).values)
+
+
+def shell_weights(head: OpenHead) -> Tensor:  # -> [V] in [0, 1]
+    """How much each vertex may move with the shell: 0 on the face, eyes and mouth, 1 from `FACE_FALLOFF` away."""
+    t = (_face_distance(head) / FACE_FALLOFF).clamp(0, 1)
+    return t * t * (3 - 2 * t)
 
 
 def _ray_exits(inside: np.ndarray, centre: np.ndarray, rows_end: float, steps: np.ndarray,
@@ -148,6 +155,7 @@ def fit_hair_shell(track: FaceTrack, head: OpenHead, resolution: int = 256,
     for _ in range(3):
         normals = F.normalize(_neighbour_mean(normals, faces), dim=-1)
     weight = shell_weights(head)
+    ceiling = (MAX_SLOPE * _face_distance(head)).clamp(max=MAX_GROWTH)
     camera = track.camera
     rotation = camera.cam2world[0, :3, :3].float()  # camera axes in head space (columns)
     focal_px = float(camera.pixel_intrinsics(resolution, resolution)[0, 0, 0])
@@ -196,7 +204,7 @@ def fit_hair_shell(track: FaceTrack, head: OpenHead, resolution: int = 256,
         rim = (in_camera[:, :2].norm(dim=-1) / 0.6).clamp(0, 1)
         facing_away = in_camera[:, 2] > 0  # the normal points away from the camera: the unseen back
         update = rim * gap_units[bins] + torch.where(facing_away, (1 - rim) * mean_upper, torch.zeros_like(rim))
-        magnitude = (magnitude + weight * update).clamp(-MAX_SHRINK, MAX_GROWTH)
+        magnitude = torch.minimum(magnitude + weight * update, ceiling).clamp(min=-MAX_SHRINK)
         for _ in range(SMOOTHING_PASSES):
             magnitude = _neighbour_mean(magnitude[:, None], faces)[:, 0] * (weight > 0)
         offsets = magnitude[:, None] * normals * weight[:, None].clamp(min=0).sqrt()
