@@ -153,10 +153,12 @@ def test_eyes_rotate_the_covers_and_the_irises(head):
     params = head.neutral_params()
     params.eyes[:, 0, 1] = 0.3  # the subject's left eye looks toward +x
     vertices = head(params)
-    moved = (vertices[0] - head.template_vertices).norm(dim=-1) > 1e-7
+    # 1e-6, not 1e-7: an unweighted vertex still picks up the float32 rounding of skinning (its weights sum to 1 up
+    # to an ulp), 3e-8 here on coordinates of ~0.3 whose ulp is 3e-8; the eye itself moves by ~5e-3.
+    moved = (vertices[0] - head.template_vertices).norm(dim=-1) > 1e-6
     assert moved.any() and not (moved & (head.skinning_weights[:, LEFT_EYE] == 0)).any()
     shift = head.landmarks(vertices)[0] - head.landmarks(head.template_vertices[None])[0]
-    assert shift[473, 0] > 0.005 and shift[468].norm() < 1e-7
+    assert shift[473, 0] > 0.005 and shift[468].norm() < 1e-6
 
 
 def test_global_rotation_and_translation_are_rigid(head):

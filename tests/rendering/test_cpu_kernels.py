@@ -41,27 +41,40 @@ def _scene(n_channels, seed=0, n=80):
     return f32(means2d), f32(conics), f32(opacities), f32(channels)
 
 
+#: A cut-off test (alpha >= 1/255, T (1 - alpha) <= 1e-4, sigma >= 0) whose float64 value lies within this relative
+#: distance of the cut-off is a near tie: the float32 kernels (fastmath, compiled for the CPU at hand) may decide it
+#: either way, and everything that pixel composites afterwards follows that decision.
+NEAR_TIE = 1e-4
+
+
 def _reference_forward(means2d, conics, opacities, channels):
-    """gsplat's per-pixel loop in float64, every Gaussian against every pixel in list order (vectorised over pixels)."""
+    """gsplat's per-pixel loop in float64, every Gaussian against every pixel in list order (vectorised over pixels).
+
+    Also returns `near_tie [H, W]`: the pixels where some cut-off test was a near tie (`NEAR_TIE`)."""
     ys, xs = np.meshgrid(np.arange(HEIGHT) + 0.5, np.arange(WIDTH) + 0.5, indexing="ij")
     out = np.zeros((channels.shape[1], HEIGHT, WIDTH))
     trans = np.ones((HEIGHT, WIDTH))
     last = np.full((HEIGHT, WIDTH), -1)
     stopped = np.zeros((HEIGHT, WIDTH), dtype=bool)
+    near_tie = np.zeros((HEIGHT, WIDTH), dtype=bool)
     for i in range(len(opacities)):
         dx, dy = means2d[i, 0] - xs, means2d[i, 1] - ys
         a, b, c = conics[i].astype(np.float64)
-        sigma = 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy
+        terms = (0.5 * a * dx * dx, 0.5 * c * dy * dy, b * dx * dy)
+        sigma = terms[0] + terms[1] + terms[2]
         with np.errstate(over="ignore"):
             alpha = np.minimum(0.999, opacities[i] * np.exp(-sigma))
+        near_tie |= ~stopped & (np.abs(sigma) <= NEAR_TIE * sum(np.abs(t) for t in terms))
+        near_tie |= ~stopped & (sigma >= 0) & (np.abs(alpha * 255 - 1) <= NEAR_TIE)
         take = (sigma >= 0) & (alpha >= 1 / 255) & ~stopped
+        near_tie |= take & (np.abs(trans * (1 - alpha) * 1e4 - 1) <= NEAR_TIE)
         stop = take & (trans * (1 - alpha) <= 1e-4)  # the pixel stops before this Gaussian
         stopped |= stop
         take &= ~stop
         out += np.where(take, alpha * trans, 0.0) * channels[i][:, None, None]
         trans = np.where(take, trans * (1 - alpha), trans)
         last[take] = i
-    return out, trans, last, stopped
+    return out, trans, last, stopped, near_tie
 
 
 def _run_forward(means2d, conics, opacities, channels):
@@ -84,13 +97,17 @@ def _run_forward(means2d, conics, opacities, channels):
 def test_forward_kernel_matches_per_pixel_loop(n_channels):
     scene = _scene(n_channels)
     out, trans, last, (_, offsets, _, tiles_x) = _run_forward(*scene)
-    ref_out, ref_trans, ref_last, stopped = _reference_forward(*scene)
+    ref_out, ref_trans, ref_last, stopped, near_tie = _reference_forward(*scene)
     assert stopped.mean() > 0.1 and (ref_trans > 0.5).mean() > 0.05  # pixels that stop early and see-through ones
-    np.testing.assert_allclose(out, ref_out, atol=2e-4)  # float32 kernels: needles lose digits to cancellation
-    np.testing.assert_allclose(trans, ref_trans, atol=2e-6)
+    # Pixels with a near tie at a cut-off (2 of 960 here, e.g. an alpha 3e-6 above 1/255) may legitimately take or
+    # skip that Gaussian on another CPU: every other pixel must match, its composited list exactly.
+    assert near_tie.mean() < 0.01
+    clear = ~near_tie
+    np.testing.assert_allclose(out[:, clear], ref_out[:, clear], atol=2e-4)  # float32: needles lose digits to cancellation
+    np.testing.assert_allclose(trans[clear], ref_trans[clear], atol=2e-6)
     # last composited intersection: the tile's list is all Gaussians in order, so it is start + i
     tile = (np.arange(HEIGHT)[:, None] // 16) * tiles_x + np.arange(WIDTH)[None, :] // 16
-    np.testing.assert_array_equal(last - offsets[tile], ref_last)
+    np.testing.assert_array_equal((last - offsets[tile])[clear], ref_last[clear])
 
 
 def _torch_composite(means2d, conics, opacities, channels, done):

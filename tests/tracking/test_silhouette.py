@@ -156,7 +156,9 @@ def test_mirroring_a_symmetric_face_changes_nothing(head, yaw):
     symmetric = 0.5 * (raw + raw[mirror] * [-1.0, 1.0, 1.0])
     camera = Camera.look_at((2.7 * math.sin(math.radians(yaw)), 0.0, 2.7 * math.cos(math.radians(yaw))))
     out, own = mirror_hidden_side(symmetric, head, camera, SIZE)
-    np.testing.assert_allclose(out, symmetric, atol=1e-7)  # a float32 camera
+    # A float32 camera: its rotation is orthonormal to float32 rounding only, so projecting and unprojecting at
+    # 2.7 units moves a point by up to ~1e-7 x 2.7 (8e-8 measured at 35°); the displacements are ~4e-3.
+    np.testing.assert_allclose(out, symmetric, atol=5e-7)
     assert ((own >= 0) & (own <= 1)).all()
     if yaw == 70.0:
         assert (own < 0.01).sum() > 50  # the far side was rebuilt (from an identical copy)

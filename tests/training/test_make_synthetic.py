@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.training import ASTRONAUT, TINY_SETTINGS, tiny_synthetic_dataset
+from tests.threads import torch_threads
+from tests.training import ASTRONAUT, TINY_DATASET_THREADS, TINY_SETTINGS, tiny_synthetic_dataset
 from training._dataset_format import PARAM_FIELDS, read_jsonl, read_prior_cameras, read_tracking
 from training.make_synthetic import _frame_camera, _look_target, main, make_synthetic_dataset, smile_displacement
 
@@ -114,9 +115,11 @@ def test_same_seed_same_dataset_and_cli(tmp_path):
     of the session dataset byte for byte (made through the command line, with a contact sheet)."""
     out = tmp_path / "again"
     sheet = tmp_path / "sheet.png"
-    assert main([str(out), "--num_clips", "1", "--frames_per_clip", "2", "--resolution", str(R), "--photos",
-                 str(ASTRONAUT), "--avatar_resolution", "64", "--seed", "0", "--contact_sheet", str(sheet)]) == 0
     ref = tiny_synthetic_dataset() / "clips" / "synthetic_0000"
+    # The thread count the session dataset was made with: float reductions (tracking fit, avatar) split by thread.
+    with torch_threads(TINY_DATASET_THREADS):
+        assert main([str(out), "--num_clips", "1", "--frames_per_clip", "2", "--resolution", str(R), "--photos",
+                     str(ASTRONAUT), "--avatar_resolution", "64", "--seed", "0", "--contact_sheet", str(sheet)]) == 0
     new = out / "clips" / "synthetic_0000"
     for name in ("frames/000000.png", "frames/000001.png", "masks/000001.png", "prior/000001_0.png", "prior/000001_1.png"):
         assert (ref / name).read_bytes() == (new / name).read_bytes(), name
