@@ -337,6 +337,8 @@ def check_config(config: TrainConfig, check_data: bool = True) -> None:
                  "validation_steps"):
         if getattr(config, name) < 0:
             raise ValueError(f"`{name}` must be >= 0, got {getattr(config, name)}.")
+    if not 16 <= config.visibility_resolution <= 4096:
+        raise ValueError(f"`visibility_resolution` must be in [16, 4096] (pixels), got {config.visibility_resolution}.")
     if config.resolution is not None and config.resolution < 16:
         raise ValueError(f"`resolution` must be >= 16 pixels or null, got {config.resolution}.")
     if config.checkpoints_total_limit is not None and config.checkpoints_total_limit < 1:

@@ -51,7 +51,7 @@ def source_view(batch: dict, head: OpenHead, layout: UVLayout, prior=None, backg
     """The model input of a batch's source frames: `make_source_view`, the function the pipeline calls too.
 
     The dataset stores what the tracker gives the pipeline (photo, matte, camera, head parameters), so a photo reaches
-    the model the same way in training and at inference (`tests/training/test_train.py` checks it).
+    the model the same way in training and at inference (`tests/training/test_source_view.py` checks it).
     """
     device = layout.valid.device
     camera = Camera(batch["source_cam2world"].to(device).float(), batch["source_intrinsics"].to(device).float())
@@ -60,7 +60,7 @@ def source_view(batch: dict, head: OpenHead, layout: UVLayout, prior=None, backg
 
 
 def predict_attributes(batch: dict, model, head: OpenHead, layout: UVLayout, prior=None,
-                       background: Tensor | None = None, return_aux: bool = True,
+                       background: Tensor | None = None, *, return_aux: bool = True,
                        autocast=None) -> tuple[UVAttributes, Tensor, OpenHeadParams]:
     """Source photo -> UV attribute maps A (and A¹): `model(source_view(batch, ...))`, as the pipeline does.
 
@@ -124,7 +124,7 @@ def render_targets(attributes: UVAttributes, source_params: OpenHeadParams, batc
 
 
 def training_step(batch: dict, model, head: OpenHead, layout: UVLayout, prior, loss_config: LossConfig, step: int,
-                  lpips=None, identity=None, background: Tensor | None = None, autocast=None) -> StepOutput:
+                  lpips=None, identity=None, background: Tensor | None = None, *, autocast=None) -> StepOutput:
     """One optimisation step's forward pass and loss (paper §3.5, eq. 10).
 
     1. The source frame -> A and A¹ (`predict_attributes`: the model on the batch's `SourceView`).
@@ -151,7 +151,7 @@ def training_step(batch: dict, model, head: OpenHead, layout: UVLayout, prior, l
     weights = loss_config.at(step)
     # A in fp32: skinning, rendering and the losses run in fp32 whatever the model's precision.
     attributes, position_map, source_params = predict_attributes(batch, model, head, layout, prior, background,
-                                                                  weights["aux"] > 0, autocast)
+                                                                  return_aux=weights["aux"] > 0, autocast=autocast)
     geometry = loss_config.geometry_tv if weights["tv_3d"] > 0 else "none"
     images, alphas, geo = render_targets(attributes, source_params, batch, head, layout, background, geometry)
     aux_images = aux_alphas = None
@@ -178,7 +178,7 @@ def training_step(batch: dict, model, head: OpenHead, layout: UVLayout, prior, l
 # ---------------------------------------------------------------------------------------------- validation
 @torch.no_grad()
 def validate(model, head: OpenHead, layout: UVLayout, prior, samples: list[dict], background: Tensor,
-             autocast=None) -> tuple[dict[str, float], Tensor]:
+             *, autocast=None) -> tuple[dict[str, float], Tensor]:
     """Held-out L1 and PSNR of slot-0 targets (the driving frame), and a preview grid.
 
     Args:
@@ -193,7 +193,8 @@ def validate(model, head: OpenHead, layout: UVLayout, prior, samples: list[dict]
     device = layout.valid.device
     l1, psnr, rows = [], [], []
     for batch in samples:
-        attributes, _, params = predict_attributes(batch, model, head, layout, prior, background, False, autocast)
+        attributes, _, params = predict_attributes(batch, model, head, layout, prior, background, return_aux=False,
+                                                   autocast=autocast)
         images, _, _ = render_targets(attributes, params, batch, head, layout, background)
         v = batch["target_images"].shape[1]
         render = images.view(-1, v, *images.shape[1:])[:, 0].clamp(0, 1)

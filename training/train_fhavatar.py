@@ -280,7 +280,9 @@ def train(config: TrainConfig) -> TrainResult:
     def load_model_hook(models, folder):
         for _ in range(len(models)):
             m, loaded = models.pop(), FHAvatarModel.from_pretrained(Path(folder) / MODEL_FOLDER)
-            m.register_to_config(**loaded.config)
+            # A checkpoint older than a config field gets that field's default: the running model's value stays.
+            defaulted = set(loaded.config.get("_use_default_values", ()))
+            m.register_to_config(**{k: v for k, v in loaded.config.items() if k not in defaulted})
             m.load_state_dict(loaded.state_dict())
 
     accelerator.register_save_state_pre_hook(save_model_hook)
@@ -320,7 +322,7 @@ def train(config: TrainConfig) -> TrainResult:
     unwrapped = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
 
     def run_validation():
-        metrics, grid = validate(unwrapped, head, layout, prior, val_batches, background, accelerator.autocast)
+        metrics, grid = validate(unwrapped, head, layout, prior, val_batches, background, autocast=accelerator.autocast)
         accelerator.log(metrics, step=global_step)
         logger.info("step %d: held-out L1 %.4f, PSNR %.2f dB", global_step, metrics["val/l1"], metrics["val/psnr"])
         for tracker in accelerator.trackers:
@@ -354,7 +356,7 @@ def train(config: TrainConfig) -> TrainResult:
         for batch in batches:
             with accelerator.accumulate(model):
                 out = training_step(batch, model, head, layout, prior, config.loss, global_step, lpips, identity,
-                                    background, accelerator.autocast)
+                                    background, autocast=accelerator.autocast)
                 accelerator.backward(out.loss)
                 if accelerator.sync_gradients and config.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)

@@ -5,7 +5,7 @@ Scales are numbered as in the paper: i = 1 is the **coarsest**, i = N the finest
 `2^(N-i+1)` (a 512² photo: 32², 64², 128², 256²). Every fusion scale uses the same token grid `R_1 × R_1`, with
 patches of `2^(i-1)` texels (1, 2, 4, 8): the "large patches used in large resolution feature maps" of §3.4.
 
-Data flow of `forward` (eq. numbers of the paper):
+Data flow (eq. numbers of the paper). `forward(view)` reads a `SourceView` and calls `predict_maps` with its inputs:
 
 1. F_T^p: the prior's tri-plane features at the source positions p (`triplane_features`), or — with no prior
    (the "w/o prior" / built-in mode) — a learned constant UV feature map (a dataset-mean full-head feature).
@@ -14,9 +14,10 @@ Data flow of `forward` (eq. numbers of the paper):
 3. Global UV features: F_g = the tri-plane features at p_r (the constant map without a prior), encoded by the UV
    map encoder into F_g^1..F_g^N.
 4. Local UV features: the CNN image encoder gives F_s^1..F_s^N; every texel samples each scale bilinearly at its
-   projection into the source image (`local_uv_pixels`, or p_r projected through `camera`); multiplied by the
-   visibility M_v and pooled to R_i by visibility-weighted averaging, this gives F_l^i (and M_v^i = the visible
-   fraction of each block). The network has no rasteriser: M_v (a depth test of the source mesh) comes in.
+   projection into the source image (`local_uv_pixels` = the view's `texel_pixels`, or p_r projected through
+   `camera`); multiplied by the visibility M_v and pooled to R_i by visibility-weighted averaging, this gives F_l^i
+   (and M_v^i = the visible fraction of each block). The network has no rasteriser: M_v (a depth test of the source
+   mesh) comes in.
 5. Symmetric UV fusion per scale (`fusion.SymmetricUVFusion`, eq. 3–5) -> F_c^i, F_f^i.
 6. UV decoder D_uv: from F_c^1, upsampled with residual blocks, adding F_f^2..F_f^N -> raw A `[B, 14, K, K]`
    -> `activate_attributes`. The auxiliary A^1 is D_uv run on F_c^1 alone (same weights, no F_f^i added): the
@@ -325,8 +326,11 @@ class FHAvatarModel(ModelMixin, ConfigMixin):
             `UVAttributes` with maps `[B, ·, K, K]`, `refined_positions` = p_r, and `aux` when `return_aux`.
         """
         if not isinstance(view, SourceView):
-            raise TypeError("`view` must be a SourceView (fhavatar.models.make_source_view), got "
-                            f"{type(view).__name__}.")
+            raise TypeError("`view` must be a SourceView (fhavatar.models.make_source_view; `predict_maps` takes "
+                            f"prepared tensors), got {type(view).__name__}.")
+        if view.layout.resolution != self.config.resolution:
+            raise ValueError(f"`view.layout` has resolution {view.layout.resolution}, but the model predicts "
+                             f"{self.config.resolution}² maps: build the view's layout at the model's resolution.")
         visibility = view.visibility(self.config.visibility_resolution)
         return self.predict_maps(view.composited, position_map=view.position_map, relative_scale=view.scale_map,
                                  visibility=visibility, mirror=view.layout, local_uv_pixels=view.texel_pixels,

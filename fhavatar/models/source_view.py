@@ -1,7 +1,7 @@
 """`SourceView`: everything an avatar model reads of the source photo, prepared once by `make_source_view`.
 
 Every avatar model takes one `SourceView` (`model(view) -> UVAttributes`), built by one function that the pipeline
-(`FHAvatarPipeline.reconstruct`) and the trainer (`training/train_fhavatar.py`) both call, so what a model sees at
+(`FHAvatarPipeline.reconstruct`) and the trainer (`training/step.py`) both call, so what a model sees at
 inference is what it saw in training: the photo as taken and composited over the background colour, the matte,
 the camera, the fitted source head mesh and its UV maps (position map p, scale map s), the texels' projections into
 the photo, the visibility mask M_v (paper §3.3, cached per z-buffer setting) and the prior's tri-plane sampler.
@@ -9,6 +9,7 @@ the photo, the visibility mask M_v (paper §3.3, cached per z-buffer setting) an
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -75,23 +76,31 @@ class SourceView:
             return self.image
         return self.image * self.mask + self.background.view(3, 1, 1) * (1 - self.mask)
 
+    def _geometry(self) -> contextlib.ExitStack:
+        """No gradients (the head model has no trainable parameters) and fp32 even inside a mixed-precision model's
+        forward (training's autocast): the source geometry is computed as at inference."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.no_grad())
+        stack.enter_context(torch.autocast(self.image.device.type, enabled=False))
+        return stack
+
     @functools.cached_property
     def position_map(self) -> Tensor:  # [B, 3, K, K]
         """p: the source head's UV position map in head space."""
-        with torch.no_grad():  # the head model has no trainable parameters
+        with self._geometry():
             return self.layout.position_map(self.vertices)
 
     @functools.cached_property
     def scale_map(self) -> Tensor:  # [B, 1, K, K]
         """s: head units per texel of the source head."""
-        with torch.no_grad():
+        with self._geometry():
             return self.layout.scale_map(self.vertices)
 
     @functools.cached_property
     def texel_pixels(self) -> Tensor:  # [B, K, K, 2]
         """Each texel's projection into the photo, in pixels (x right, y down; pixel centres at +0.5)."""
         height, width = self.size
-        with torch.no_grad():
+        with self._geometry():
             return project_texels(self.layout, self.vertices, self.camera, width, height)[0]
 
     def visibility(self, resolution: int = VISIBILITY_RESOLUTION, depth_tolerance: float = 0.01,
@@ -105,9 +114,10 @@ class SourceView:
         key = (resolution, depth_tolerance, min_cosine, silhouette_margin)
         if key not in self._visibility:
             height, width = self.size
-            self._visibility[key] = texel_visibility(self.layout, self.vertices, self.camera, resolution,
-                                                     max(1, round(resolution * height / width)), depth_tolerance,
-                                                     min_cosine, silhouette_margin)
+            with self._geometry():
+                self._visibility[key] = texel_visibility(self.layout, self.vertices, self.camera, resolution,
+                                                         max(1, round(resolution * height / width)),
+                                                         depth_tolerance, min_cosine, silhouette_margin)
         return self._visibility[key]
 
 

@@ -241,7 +241,7 @@ def test_build_is_byte_identical_across_thread_counts_and_matches_the_packaged_a
     built = [_build_in_subprocess(tmp_path / f"build{t}.safetensors", t) for t in (1, 2)]
     assert built[0] == built[1]
     in_process = save_asset(*build_open_head(DEFAULT_OBJ), tmp_path / "in_process.safetensors").read_bytes()
-    assert in_process == built[0]
+    assert in_process == built[0] == default_asset_path().read_bytes()
     rebuilt = OpenHead.from_file(tmp_path / "in_process.safetensors")
     for name, value in head.state_dict().items():
         other = rebuilt.state_dict()[name]

@@ -120,3 +120,24 @@ def test_view_caches_derived_inputs_and_checks_its_arguments(track):
         SourceView(image, track.camera, view.vertices, layout, background=torch.ones(4))
     with pytest.raises(TypeError, match="triplane_sampler"):
         SourceView(image, track.camera, view.vertices, layout, triplane_sampler=3)
+
+
+def test_derived_inputs_stay_fp32_inside_a_mixed_precision_forward(track):
+    """Training runs the model under autocast; the view's geometry must not drop to bf16 there."""
+    head = OpenHead()
+    layout = UVLayout(head, resolution=K)
+    image = torch.from_numpy(track.image).permute(2, 0, 1)[None].float() / 255
+    inside, outside = (make_source_view(image, track.camera, head, track.params, layout) for _ in range(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pixels, visible, positions = inside.texel_pixels, inside.visibility(ZBUFFER), inside.position_map
+    assert pixels.dtype == visible.dtype == positions.dtype == torch.float32
+    torch.testing.assert_close(pixels, outside.texel_pixels)
+    torch.testing.assert_close(visible, outside.visibility(ZBUFFER))
+
+
+def test_a_view_at_another_resolution_is_refused_with_its_name(track):
+    model = FHAvatarModel.from_preset("tiny", resolution=K)
+    view = make_source_view(torch.rand(1, 3, 64, 64), track.camera, OpenHead(), track.params,
+                            UVLayout(OpenHead(), resolution=16))
+    with pytest.raises(ValueError, match=r"`view.layout` has resolution 16, but the model predicts 32"):
+        model(view)
