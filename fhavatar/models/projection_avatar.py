@@ -41,6 +41,7 @@ from ..rendering.cameras import Camera
 from ..rendering.visibility import texel_facing
 from .attributes import UVAttributes
 from .source_view import SourceView
+from .uv_synthesis import synthesize_unseen
 
 __all__ = ["ProjectionAvatarModel"]
 
@@ -231,6 +232,9 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
             keeps texels that cover few pixels (grazing, mostly hidden) close to their projected colour.
         refine_min_alpha (`float`, *optional*, defaults to 0.9): only pixels the avatar covers at least this much
             are fitted (the rim mixes in the background).
+        synthesize_unseen (`bool`, *optional*, defaults to True): scalp, ear and neck texels the photo shows neither
+            directly nor mirrored take texture copied from the seen ones of their row (`uv_synthesis`) instead of a
+            flat region colour.
 
     Example:
         ```py
@@ -264,6 +268,7 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
         refine_steps: int = 3,
         refine_damping: float = 0.01,
         refine_min_alpha: float = 0.9,
+        synthesize_unseen: bool = True,
     ):
         super().__init__()
         if isinstance(render_resolution, bool) or not isinstance(render_resolution, int) or not 16 <= render_resolution <= 4096:
@@ -288,6 +293,8 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
             raise ValueError(f"`full_cosine` must be a number in ({min_cosine}, 1] (above `min_cosine`), got {full_cosine!r}.")
         if isinstance(mask_erosion, bool) or not isinstance(mask_erosion, int) or not 0 <= mask_erosion <= 64:
             raise ValueError(f"`mask_erosion` must be an int in [0, 64] (pixels), got {mask_erosion!r}.")
+        if not isinstance(synthesize_unseen, bool):
+            raise ValueError(f"`synthesize_unseen` must be True or False, got {synthesize_unseen!r}.")
         if isinstance(refine_steps, bool) or not isinstance(refine_steps, int) or not 0 <= refine_steps <= 100:
             raise ValueError(f"`refine_steps` must be an int in [0, 100], got {refine_steps!r}.")
         for name, value in (("hair_color", hair_color), ("skin_color", skin_color)):
@@ -353,9 +360,16 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
         # 2. Region defaults from colours estimated in the photo.
         positions = view.position_map
         rings = max(1, round(cfg.feather_width * k))
-        defaults = torch.stack([self._default_colors(layout, positions[b], projected[b], seen[b, 0])
-                                for b in range(batch)])
-        defaults = _box_blur(defaults, valid, max(1, rings // 2))
+        estimates = [self._default_colors(layout, positions[b], projected[b], seen[b, 0]) for b in range(batch)]
+        defaults = _box_blur(torch.stack([e[0] for e in estimates]), valid, max(1, rings // 2))
+        if cfg.synthesize_unseen:
+            # What the photo cannot show (the back of the head, the nape) copies the texture it does show.
+            exemplars = (layout.region("scalp") | layout.region("neck")) & valid
+            synthesized, filled = synthesize_unseen(projected, confidence, exemplars | (layout.region("ears") & valid),
+                                                    sources=exemplars,
+                                                    hair=torch.stack([e[1] for e in estimates]),
+                                                    skin=torch.stack([e[2] for e in estimates]))
+            defaults = torch.where(filled, synthesized, defaults)
 
         # 3. Neutral geometry.
         texel = view.scale_map  # [B, 1, K, K] head units per texel
@@ -416,8 +430,10 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
         fallback = blend(defaults, layout.flip(projected), layout.flip(seen.float()) > 0.5, layout.flip(confidence))
         return blend(fallback, projected, seen, confidence).clamp(0, 1)
 
-    def _default_colors(self, layout: UVLayout, positions: Tensor, projected: Tensor, seen: Tensor) -> Tensor:
-        """Region default colours `[3, K, K]` of one photo (positions/projected `[3, K, K]`, seen `[K, K]`)."""
+    def _default_colors(self, layout: UVLayout, positions: Tensor, projected: Tensor,
+                        seen: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Region default colours `[3, K, K]` of one photo (positions/projected `[3, K, K]`, seen `[K, K]`), with the
+        estimated hair and skin colours `[3]`."""
         cfg = self.config
         region = layout.region
         face, scalp, eyes, mouth = region("face"), region("scalp"), region("eyes"), region("mouth")
@@ -445,4 +461,4 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
         out[:, scalp] = hair[:, None]
         out[:, region("neck") & ~scalp & ~face] = (skin * cfg.neck_shade)[:, None].clamp(0, 1)
         out[:, mouth] = (skin * cfg.mouth_shade)[:, None].clamp(0, 1)
-        return out
+        return out, hair, skin

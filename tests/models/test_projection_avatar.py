@@ -141,7 +141,8 @@ def test_hidden_side_mirrors_the_visible_side(scene):
 
 
 def test_region_defaults_come_from_the_photo(scene, front_photo):
-    head, layout, params, model = scene
+    head, layout, params, _ = scene
+    model = ProjectionAvatarModel(synthesize_unseen=False)  # the flat region defaults under the synthesis
     camera = _front()
     photo, texture = front_photo
     vertices = head(params)
@@ -354,3 +355,17 @@ def test_edge_feather_discounts_colours_at_the_outline(scene, front_photo):
     core = deep[rows, cols] & facing & layout.region("face")
     assert core.sum() > 50
     torch.testing.assert_close(feathered.colors[0][:, core], plain[0][:, core])
+
+
+def test_the_unseen_back_is_textured_from_the_seen_hair(scene, front_photo):
+    """With synthesis the back scalp copies the seen hair's texture (not one flat colour, and never the face)."""
+    head, layout, params, model = scene
+    photo, texture = front_photo
+    vertices = head(params)
+    flat = ProjectionAvatarModel(synthesize_unseen=False)(SourceView(photo, _front(), vertices, layout)).colors[0]
+    colors = model(SourceView(photo, _front(), vertices, layout)).colors[0]
+    z = layout.position_map(vertices)[0, 2]
+    back_scalp = layout.region("scalp") & (z < -0.1)
+    assert colors[:, back_scalp].std(1).mean() > 2 * flat[:, back_scalp].std(1).mean()
+    hair_truth = texture[0][:, layout.region("scalp") & (z > 0)].median(1).values
+    assert (colors[:, back_scalp].median(1).values - hair_truth).abs().max() < 0.08
