@@ -17,7 +17,7 @@ and write out/realface_orbits/<photo>.png (the aligned photo next to 8 orbit vie
 (../shared/data/realfaces/MANIFEST.md) allow internal testing only, so these sheets stay out of the repository;
 docs/realface_orbits/ keeps the one made from the public-domain photo p01.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/realface_eval.py [--resolution 256] [--size 256] [--no-shell]
+    PYTHONPATH=. .venv/bin/python benchmarks/realface_eval.py [--resolution 256] [--size 256] [--bare]
 """
 
 from __future__ import annotations
@@ -102,9 +102,9 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=256, help="UV atlas size K")
     parser.add_argument("--size", type=int, default=256, help="render size in pixels")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "realface_orbits")
-    parser.add_argument("--no-shell", action="store_true", help="no hair shell (the bare head, as before issue 17)")
+    parser.add_argument("--bare", action="store_true", help="no hair shell or bust (the bare head, as before issue 17)")
     args = parser.parse_args()
-    pipe = FHAvatarPipeline.default(resolution=args.resolution, hair_shell=not args.no_shell)
+    pipe = FHAvatarPipeline.default(resolution=args.resolution, full_head=not args.bare)
     pipe.set_progress_bar_config(disable=True)
     rows = []
     for path in sorted(PHOTOS.glob("p0*")):

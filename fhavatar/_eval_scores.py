@@ -85,6 +85,7 @@ class _Measures:
     """The metric networks of one run: LPIPS, the optional identity network, the motion analyzer."""
 
     def __init__(self, settings: EvalSettings, head) -> None:
+        # Lazy: `.metrics` and `.head` import diffusers (~2 s), which `evaluate --help` never needs.
         from .metrics import MotionAnalyzer, load_identity_network, load_lpips
 
         with warnings.catch_warnings():
@@ -114,6 +115,7 @@ class _Measures:
 
 def _motion_metrics(gen_m: list, ref_m: list, size: int, sums: Sums, prefix: str) -> int:
     """AKD, AED (changes since frame 0) and APD over frames 1.. where both have a face; returns frames missed."""
+    # Lazy: `.metrics` and `.head` import diffusers (~2 s), which `evaluate --help` never needs.
     from .head.base import HEAD_UNITS_PER_METRE
     from .metrics import aed, akd, apd
     from .metrics.motion import AKD_LANDMARKS, AKD_REFERENCE_SIZE
@@ -163,12 +165,14 @@ def _save_strip(path: Path, rows: list) -> None:
 
 
 def _psnr(x, y, mask=None):
+    # Lazy: `.metrics` and `.head` import diffusers (~2 s), which `evaluate --help` never needs.
     from .metrics import psnr
 
     return psnr(x, y, mask=mask)
 
 
 def _ssim(x, y):
+    # Lazy: `.metrics` and `.head` import diffusers (~2 s), which `evaluate --help` never needs.
     from .metrics import ssim
 
     return ssim(x, y)
@@ -187,6 +191,7 @@ def comparability(result: dict) -> dict[str, str]:
 
 def report(result: dict, settings: EvalSettings, data: Sequence[str], label: str) -> str:
     """The Markdown report: the table (ours + the paper's rows), counts, settings and units."""
+    # Lazy: `.metrics` and `.head` import diffusers (~2 s), which `evaluate --help` never needs.
     from .metrics.report import PAPER_ROWS, format_markdown_table
 
     ours = _our_means(result)
@@ -228,6 +233,7 @@ def _fmt(value) -> str:
 
 
 def write_outputs(result: dict, settings: EvalSettings, data: Sequence[str], out: Path, label: str) -> dict[str, Path]:
+    # Lazy: `.metrics` and `.head` import diffusers (~2 s), which `evaluate --help` never needs.
     from .metrics.report import PAPER_ROWS, write_csv_table
 
     out.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ from .pipeline_fhavatar import FHAvatarPipeline
 
 __all__ = ["AvatarService", "LAUNCH_OPTIONS", "limit_malloc_arenas", "on_gpu", "parse_color", "photo_input"]
 
-logger = logging.getLogger("fhavatar.app")
+logger = logging.getLogger(__name__)
 
 MAX_ORBIT_FRAMES = 120
 MAX_SIZE = 512

@@ -49,6 +49,7 @@ AVATAR_FILE_FORMAT = "fhavatar-avatar/1"
 #: Smallest triangle scale sqrt(area) (head units) used as a divisor; also the smallest Gaussian scale.
 _MIN_SCALE = 1e-8
 _BOUND_FIELDS = ("face_index", "barycentrics", "offsets", "rotations", "scales", "colors", "opacities")
+_GAUSSIAN_FIELDS = ("means", "quats", "scales", "opacities", "colors")
 
 
 # ---------------------------------------------------------------------------------------------- geometry
@@ -81,7 +82,8 @@ class Avatar:
     `(w, x, y, z)` relative to the local frame, `colors [N, 3]` RGB in [0, 1], `opacities [N]`, and
     `source_vertices [V, 3]` with `source_params` (batch of one) of the head model, and optional `vertex_offsets
     [V, 3]`: a displacement of the head model's rest shape (the hair shell fitted to the photo's silhouette) that
-    every pose carries, skinned with the head.
+    every pose carries, skinned with the head; and optional `bust` Gaussians in head space (neck, shoulders, chest
+    from the photo) that no head pose moves.
 
     Example:
         ```py
@@ -94,7 +96,7 @@ class Avatar:
 
     def __init__(self, head_model: torch.nn.Module, source_params: Any, source_vertices: Tensor, face_index: Tensor,
                  barycentrics: Tensor, offsets: Tensor, rotations: Tensor, scales: Tensor, colors: Tensor,
-                 opacities: Tensor, vertex_offsets: Tensor | None = None):
+                 opacities: Tensor, vertex_offsets: Tensor | None = None, bust: Gaussians | None = None):
         for name in ("faces", "uv_coords", "uv_faces", "num_vertices"):
             if not hasattr(head_model, name):
                 raise TypeError(f"`head_model` must be a HeadModel (with faces, uv_coords, uv_faces), got "
@@ -122,6 +124,11 @@ class Avatar:
         if vertex_offsets is not None and not bool(torch.isfinite(vertex_offsets).all()):
             raise ValueError("Avatar.vertex_offsets must be finite.")
         self.vertex_offsets = None if vertex_offsets is None else vertex_offsets.float()
+        if bust is not None:
+            if not isinstance(bust, Gaussians):
+                raise TypeError(f"Avatar.bust must be Gaussians, got {type(bust).__name__}.")
+            bust.validate()
+        self.bust = bust
 
     def __len__(self) -> int:
         return self.face_index.shape[0]
@@ -236,20 +243,25 @@ class Avatar:
         corners = vertices[self.head_model.faces[self.face_index]]  # [N, 3, 3]
         anchor = (corners * self.barycentrics[..., None]).sum(1)
         local = self.offsets * tri_scale[:, None]
-        return Gaussians(
+        head = Gaussians(
             means=anchor + (frames @ local[..., None])[..., 0],
             quats=quat_multiply(rotmat_to_quat(frames), self.rotations),
             scales=(self.scales * tri_scale[:, None]).clamp(min=_MIN_SCALE),
             opacities=self.opacities,
             colors=self.colors,
         )
+        if self.bust is None:
+            return head
+        bust = self.bust.to(head.means.device)
+        return Gaussians(**{f: torch.cat([getattr(head, f), getattr(bust, f)]) for f in _GAUSSIAN_FIELDS})
 
     def to(self, device=None) -> Avatar:
         """A copy on `device` (the head model is moved too: it is shared, not copied)."""
         moved = {name: getattr(self, name).to(device) for name in (*_BOUND_FIELDS, "source_vertices")}
         params = _map_params(self.source_params, lambda t: t.to(device))
         offsets = None if self.vertex_offsets is None else self.vertex_offsets.to(device)
-        return Avatar(self.head_model.to(device), params, **moved, vertex_offsets=offsets)
+        bust = None if self.bust is None else self.bust.to(device)
+        return Avatar(self.head_model.to(device), params, **moved, vertex_offsets=offsets, bust=bust)
 
     # ------------------------------------------------------------------ files
     def save_ply(self, path: str | Path, params: Any = None) -> Path:
@@ -268,6 +280,8 @@ class Avatar:
         tensors = {name: getattr(self, name).detach().cpu().contiguous() for name in (*_BOUND_FIELDS, "source_vertices")}
         if self.vertex_offsets is not None:
             tensors["vertex_offsets"] = self.vertex_offsets.detach().cpu().contiguous()
+        if self.bust is not None:
+            tensors.update({f"bust.{f}": getattr(self.bust, f).detach().cpu().contiguous() for f in _GAUSSIAN_FIELDS})
         for name, value in _params_dict(self.source_params).items():
             tensors[f"source_params.{name}"] = value.detach().cpu().contiguous()
         metadata = {"format": AVATAR_FILE_FORMAT, "head": json.dumps(_head_signature(self.head_model)),
@@ -298,8 +312,14 @@ class Avatar:
         prefix = "source_params."
         params = params_class(**{k[len(prefix):]: v.to(device) for k, v in tensors.items() if k.startswith(prefix)})
         offsets = tensors["vertex_offsets"].to(device) if "vertex_offsets" in tensors else None  # older files: none
+        bust = None
+        if any(k.startswith("bust.") for k in tensors):
+            missing = [f for f in _GAUSSIAN_FIELDS if f"bust.{f}" not in tensors]
+            if missing:
+                raise ValueError(f"{str(path)!r} holds an incomplete bust: missing {missing}.")
+            bust = Gaussians(**{f: tensors[f"bust.{f}"].to(device) for f in _GAUSSIAN_FIELDS})
         return cls(head_model, params, **{n: tensors[n].to(device) for n in (*_BOUND_FIELDS, "source_vertices")},
-                   vertex_offsets=offsets)
+                   vertex_offsets=offsets, bust=bust)
 
 
 def _params_dict(params: Any) -> dict[str, Tensor]:

@@ -115,6 +115,7 @@ def _dataset_clips(root: Path, settings: EvalSettings) -> list[Clip]:
 # ---------------------------------------------------------------------------------------------- protocol
 def evaluate(clips: list[Clip], photos: list[Path], settings: EvalSettings, pipe=None, out: Path | None = None) -> dict:
     """Run self- and cross-identity reenactment; returns `{"self": Sums, "cross": Sums, "per_clip": [...], ...}`."""
+    # Lazy: these import diffusers (~2-3 s), which `evaluate --help` never needs.
     from .metrics.motion import face_region_mask
     from .pipeline_fhavatar import FHAvatarPipeline
     from .tracking import NoFaceError, track_video
@@ -169,6 +170,7 @@ def evaluate(clips: list[Clip], photos: list[Path], settings: EvalSettings, pipe
 
 def _cross(clips, photos, tracked, settings, pipe, measures, cross_sums, per_clip, skipped, counts, out) -> None:
     """Cross-identity reenactment: every source re-enacts every (other) tracked clip."""
+    # Lazy: `.tracking` imports diffusers (~2 s), which `evaluate --help` never needs.
     from .tracking import NoFaceError
 
     sources: list[tuple[str, object]] = []

@@ -29,6 +29,7 @@ from .head.open_head import OpenHead
 from .head.uv import UVLayout
 from .io import load_image, read_video
 from .models import ProjectionAvatarModel
+from .models.bust import build_bust
 from .models.source_view import SourceView, make_source_view
 from .pipeline_hub import download_pipeline, load_pipeline_folder, make_model_card, push_pipeline
 from .pipeline_inputs import (
@@ -51,6 +52,9 @@ __all__ = ["MAX_DRIVING_FRAMES", "MAX_ORBIT_FRAMES", "MAX_RENDER_SIDE", "MIN_REN
            "FHAvatarPipelineOutput", "make_model_card"]
 
 logger = logging.getLogger(__name__)
+
+#: Side of the head avatar's source-view alpha the bust is built against (the bust has one Gaussian pair per pixel).
+BUST_RESOLUTION = 128
 
 @dataclass
 class FHAvatarPipelineOutput(BaseOutput):
@@ -90,9 +94,11 @@ class FHAvatarPipeline(DiffusionPipeline):
         use_mask (`bool`, *optional*, defaults to True): segment the photo's foreground so background pixels are
             never painted onto the head.
         smoothing (`float`, *optional*, defaults to 1.0): temporal smoothing (frames) of driving-video tracking.
-        hair_shell (`bool`, *optional*): fit the head's outline to the photo's matte (`fhavatar.tracking.fit_hair_shell`:
-            hair volume, hats) before the avatar model runs. Defaults to None: on for the training-free
-            `ProjectionAvatarModel`, off for learned models (trained on bare heads; the trainer saves False).
+        full_head (`bool`, *optional*): build the full head the photo shows around the face: fit the head's outline to
+            the photo's matte (`fhavatar.tracking.fit_hair_shell`: hair volume, hats) before the avatar model runs,
+            and add the neck, shoulders and chest below it (`fhavatar.models.build_bust`). Defaults to None: on for
+            the training-free `ProjectionAvatarModel`, off for learned models (trained on bare heads; the trainer
+            saves False).
 
     Example:
         ```py
@@ -116,20 +122,20 @@ class FHAvatarPipeline(DiffusionPipeline):
         orbit_elevation: float = 10.0,
         use_mask: bool = True,
         smoothing: float = 1.0,
-        hair_shell: bool | None = None,
+        full_head: bool | None = None,
     ):
         super().__init__()
         check_int("resolution", resolution, 8, 2048)
         rgb = check_background(background)
-        if hair_shell is not None and not isinstance(hair_shell, bool):
-            raise ValueError(f"`hair_shell` must be True, False or None (automatic), got {hair_shell!r}.")
+        if full_head is not None and not isinstance(full_head, bool):
+            raise ValueError(f"`full_head` must be True, False or None (automatic), got {full_head!r}.")
         for name, value in (("orbit_elevation", orbit_elevation), ("smoothing", smoothing)):
             if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)):
                 raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
         self.register_modules(avatar_model=avatar_model, head_model=head_model, prior=prior)
         self.register_to_config(resolution=resolution, background=rgb,
                                 orbit_elevation=float(orbit_elevation), use_mask=bool(use_mask),
-                                smoothing=float(smoothing), hair_shell=hair_shell)
+                                smoothing=float(smoothing), full_head=full_head)
 
     # ------------------------------------------------------------------ construction and files
     @classmethod
@@ -240,6 +246,16 @@ class FHAvatarPipeline(DiffusionPipeline):
         return make_source_view(image, track.camera.to(device), self.head_model, track.params.to(device), self.layout,
                                 mask=mask, background=background, prior=self.prior, rest_offsets=rest_offsets)
 
+    def _bust(self, avatar: Avatar, track):
+        """The neck, shoulders and chest the photo shows below the head avatar (`build_bust`), or None."""
+        head_alpha = render_gaussians(avatar.gaussians(), track.camera.to(self.device), BUST_RESOLUTION,
+                                      BUST_RESOLUTION).alpha[0, 0].cpu()
+        image = torch.from_numpy(track.image).permute(2, 0, 1).float() / 255.0
+        neck = avatar.source_vertices[self.head_model.region("neck")].mean(0).cpu()
+        bust = build_bust(image, torch.from_numpy(track.mask), head_alpha, track.camera.to("cpu"),
+                          float(track.landmarks[152, 1]), neck)
+        return None if bust is None else bust.to(self.device)
+
     def _render(self, gaussians_at, cameras: Camera, height: int, width: int, desc: str,
                 background: Sequence[float] | None = None) -> Tensor:
         """Render frame t of `gaussians_at(t)` from `cameras[t]` over `background` (default: the config's), `[T, 3, H, W]`."""
@@ -284,13 +300,15 @@ class FHAvatarPipeline(DiffusionPipeline):
             raise ValueError(f"`head_model` must be an OpenHead to be tracked from photos, got {type(self.head_model).__name__}.")
         track = track_image(load_image(image), head=self.head_model, mask=self.config.use_mask)
         # The hair shell: the head's outline fitted to the photo's matte (None: none fitted, the bare head stays).
-        use_shell = self.config.get("hair_shell")
-        use_shell = isinstance(self.avatar_model, ProjectionAvatarModel) if use_shell is None else use_shell
-        shell = fit_hair_shell(track, self.head_model) if use_shell else None
+        full_head = self.config.get("full_head")
+        full_head = isinstance(self.avatar_model, ProjectionAvatarModel) if full_head is None else full_head
+        shell = fit_hair_shell(track, self.head_model) if full_head else None
         shell = None if shell is None else shell.to(self.device)
         attributes = self.avatar_model(self.source_view(track, rest_offsets=shell))
         avatar = Avatar.from_attributes(attributes, self.layout, self.head_model, track.params.to(self.device),
                                         vertex_offsets=shell)
+        if full_head and track.mask is not None:
+            avatar.bust = self._bust(avatar, track)
         avatar.source_track = track
         logger.info("reconstructed an avatar of %d Gaussians (K=%d)", len(avatar), self.config.resolution)
         return avatar

@@ -24,6 +24,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fhavatar.head.open_head import OpenHead
+from fhavatar.io import read_video, video_info
+from fhavatar.rendering import Camera
+from fhavatar.tracking import FaceLandmarker, track_video
 from training._dataset_format import (
     DONE_FILE,
     FRAMES_DIR,
@@ -126,8 +130,6 @@ def _resize(image: np.ndarray, size: int, resample) -> np.ndarray:
 def _prior_views(prior, landmarker, image: np.ndarray, camera, config: PreprocessConfig, generator: torch.Generator):
     """Invert one crop with the prior and render its novel views: `(images [P, 3, R, R], alpha [P, 1, R, R],
     cam2world [P, 4, 4])`. Without an `alpha` in the prior's output the render is segmented with MediaPipe."""
-    from fhavatar.rendering import Camera
-
     p = config.num_prior_views
     signs = torch.tensor([1.0 if v % 2 == 0 else -1.0 for v in range(p)], dtype=torch.float64)
     lo, hi = config.prior_yaw_offset
@@ -181,10 +183,6 @@ def preprocess_clip(video: Path, clip_dir: Path, name: str, config: PreprocessCo
             `render(triplane, camera) -> output with .image (and .alpha)`); when given, `config.num_prior_views`
             novel views per frame are cached.
     """
-    from fhavatar.head.open_head import OpenHead
-    from fhavatar.io import read_video, video_info
-    from fhavatar.tracking import FaceLandmarker, track_video
-
     if clip_dir.exists():
         shutil.rmtree(clip_dir)
     clip_dir.mkdir(parents=True)

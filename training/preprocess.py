@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
 import re
 import sys
 from collections.abc import Sequence
@@ -36,6 +37,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from fhavatar.head.open_head import OpenHead
+from fhavatar.tracking import FaceLandmarker
 from training._dataset_format import (
     DATASET_FILE,
     DONE_FILE,
@@ -102,9 +105,6 @@ _WORKER: dict = {}
 
 def _init_worker(config: PreprocessConfig, prior_model=None, worker_process: bool = False) -> None:
     """Per-process state: one MediaPipe landmarker (video mode), one OpenHead and the prior, made once."""
-    from fhavatar.head.open_head import OpenHead
-    from fhavatar.tracking import FaceLandmarker
-
     if worker_process:
         torch.set_num_threads(1)  # processes, not threads, give the parallelism
     _WORKER.clear()
@@ -203,8 +203,6 @@ def preprocess_videos(input_dir, output_root, config: PreprocessConfig | None = 
             _WORKER["landmarker"].close()
             _WORKER.clear()
     else:
-        import multiprocessing
-
         # "spawn": MediaPipe and torch threads do not survive fork() safely.
         with ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_init_worker, initargs=(config, None, True)) as pool:

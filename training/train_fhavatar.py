@@ -222,7 +222,7 @@ def save_pipeline(model: FHAvatarModel, prior, config: TrainConfig, output_dir: 
 
     pipeline = FHAvatarPipeline(avatar_model=model, head_model=OpenHead(), prior=prior,
                                 resolution=model.config.resolution, background=config.background,
-                                hair_shell=False)  # trained on bare heads: the pipeline must not add a shell
+                                full_head=False)  # trained on bare heads: no shell or bust at inference
     folder = Path(output_dir) / "pipeline"
     pipeline.save_pretrained(folder)
     logger.info("saved the pipeline to %s (FHAvatarPipeline.from_pretrained loads it)", folder)

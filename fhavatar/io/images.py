@@ -1,5 +1,5 @@
-"""Images: loading photos with size limits and clear errors (`load_image`, `image_size`), and the conversions of
-frames at the package edges (`to_uint8_frames`, `save_image`)."""
+"""Images: loading photos with size limits and clear errors (`load_image`, `image_size`), the conversions of
+frames at the package edges (`to_uint8_frames`, `save_image`), and two frames placed side by side (`side_by_side`)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .files import checked_file
 
-__all__ = ["side_by_side", "DEFAULT_MAX_SIDE", "IMAGE_FORMATS", "MAX_IMAGE_PIXELS", "image_size", "load_image", "save_image",
+__all__ = ["DEFAULT_MAX_SIDE", "IMAGE_FORMATS", "MAX_IMAGE_PIXELS", "image_size", "load_image", "save_image", "side_by_side",
            "to_uint8_frames"]
 
 logger = logging.getLogger(__name__)

@@ -6,6 +6,7 @@ Every avatar model is called the same way, `model(make_source_view(...)) -> UVAt
 from ..rendering.visibility import project_texels, texel_visibility
 from .attributes import ATTRIBUTE_CHANNELS, NUM_ATTRIBUTE_CHANNELS, UVAttributes, activate_attributes
 from .avatar_net import PRESETS, FHAvatarModel
+from .bust import build_bust
 from .projection_avatar import ProjectionAvatarModel
 from .source_view import VISIBILITY_RESOLUTION, SourceView, make_source_view
 
@@ -19,6 +20,7 @@ __all__ = [
     "UVAttributes",
     "VISIBILITY_RESOLUTION",
     "activate_attributes",
+    "build_bust",
     "make_source_view",
     "project_texels",
     "texel_visibility",

@@ -38,6 +38,9 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
+from safetensors.numpy import save as save_safetensors
 
 from ..head.base import HEAD_UNITS_PER_METRE, REGION_NAMES
 from ..head.canonical_face import (
@@ -61,6 +64,7 @@ from ..head.open_head import (
     OpenHead,
     default_asset_path,
 )
+from ..rendering import Camera, Gaussians, render_gaussians
 from ._open_head_geometry import (
     GRID_COLUMNS,
     HOLE_MARGIN,
@@ -210,10 +214,8 @@ def save_asset(tensors: dict[str, np.ndarray], config: dict, path: str | Path) -
     safetensors writes its metadata entries in a random order, so the header is re-serialised with them sorted
     (same length: only the order changes).
     """
-    from safetensors.numpy import save
-
     metadata = {"format": OPEN_HEAD_FILE_FORMAT, "config": json.dumps(config, sort_keys=True)}
-    data = save({k: np.ascontiguousarray(tensors[k]) for k in sorted(tensors)}, metadata=metadata)
+    data = save_safetensors({k: np.ascontiguousarray(tensors[k]) for k in sorted(tensors)}, metadata=metadata)
     size = int.from_bytes(data[:8], "little")
     header = json.loads(data[8 : 8 + size])
     header = {"__metadata__": dict(sorted(header.pop("__metadata__").items())), **header}
@@ -236,11 +238,6 @@ def render_contact_sheet(head, path: str | Path, size: int = 256) -> Path:
 
     Colours: a debug colour per region, shaded with a light at each camera. Cameras: `Camera.orbit(8, 10°)`.
     """
-    import torch
-    from PIL import Image
-
-    from ..rendering import Camera, Gaussians, render_gaussians
-
     with torch.no_grad():
         vertices = head(head.neutral_params())[0]
         tri = vertices[head.faces]  # [F, 3, 3]

@@ -1,0 +1,141 @@
+"""The bust: the neck, shoulders and chest a photo shows below the head, as Gaussians that stay put when it moves.
+
+PanoHead-framed crops show the top of the torso, and the paper's orbits keep it. No head model has one, so the
+built-in default builds it from the photo: every foreground pixel below the chin that the head avatar does not cover
+lies on a vertical elliptic cylinder (a simple chest), sampled row by row evenly around so it is closed from every
+side: points facing the camera take the photo's colour, points facing away (the back, which the photo cannot show)
+the colour of the photo in front of them, so clothes stay clothes. Per image row the cylinder's centre and width
+follow the outline of the largest foreground part below the chin (the body; a raised hand is not), seen from the
+photo's camera; its depth is `DEPTH_RATIO` of its width. The Gaussians live in head
+space and are not skinned: the head turns and nods above them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from torch import Tensor
+
+from ..rendering.cameras import Camera
+from ..rendering.gaussians import Gaussians
+from ..rotations import quat_from_z_to
+
+__all__ = ["DEPTH_RATIO", "build_bust"]
+
+#: Chest depth over chest width.
+DEPTH_RATIO = 0.6
+#: The bust starts this fraction of the crop height above the chin (the neck shows beside the jaw).
+START_ABOVE_CHIN = 0.02
+#: Fewer bust pixels than this: no bust (a tight crop shows no torso).
+MIN_PIXELS = 30
+#: Gaussian standard deviation along the surface, in pixel footprints (neighbours overlap: a closed surface).
+FOOTPRINT_SIGMA = 0.75
+#: MediaPipe Face Mesh's chin landmark.
+CHIN_LANDMARK = 152
+
+
+def _row_edges(matte: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # [R, R] -> [R] x3
+    """Leftmost and rightmost foreground column of every row (pixel centres) and whether the row has any."""
+    has = matte.any(1)
+    left = np.where(has, matte.argmax(1), 0) + 0.5
+    right = np.where(has, matte.shape[1] - 1 - matte[:, ::-1].argmax(1), 0) + 0.5
+    return left, right, has
+
+
+@torch.no_grad()
+def build_bust(
+    image: Tensor,  # [3, H, W] the aligned photo in [0, 1]
+    matte: Tensor,  # [H, W] its foreground matte in [0, 1]
+    head_alpha: Tensor,  # [R, R] the head avatar's alpha from the photo's camera
+    camera: Camera,  # the photo's camera (batch 1)
+    chin_y: float,  # the chin's row in the photo, pixels
+    body_centre: Tensor,  # [3] head space, a point on the chest's vertical axis (e.g. the neck's centre)
+) -> Gaussians | None:
+    """Gaussians of the bust the photo shows below the head (None when it shows none).
+
+    Works at the resolution R of `head_alpha` (the photo and matte are resampled to it): one ring of Gaussians per
+    row of R, about one Gaussian per pixel footprint around it.
+    """
+    size = head_alpha.shape[-1]
+    photo = F.interpolate(image[None].float(), size=(size, size), mode="area")[0]
+    fg = F.interpolate(matte[None, None].float(), size=(size, size), mode="area")[0, 0].numpy() > 0.5
+    start = (chin_y / image.shape[-2] - START_ABOVE_CHIN) * size
+    rows = (np.arange(size) + 0.5)[:, None] >= start
+    labels, count = ndimage.label(fg & rows)
+    if count == 0:
+        return None
+    # The body is the largest part of the matte below the chin; raised hands and stray blobs are not.
+    body = labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+    bust = body & (head_alpha.numpy() < 0.5)
+    if bust.sum() < MIN_PIXELS:
+        return None
+    fg = body
+    left, right, has = _row_edges(body)
+
+    # The chest's depth from the camera: the body centre's; per row, its outline unprojected there.
+    _, centre_depth = camera.project(body_centre[None, None].float(), size, size)
+    depth = float(centre_depth[0, 0])
+    row_ids = np.flatnonzero(has)
+    centres = (np.arange(size) + 0.5)[row_ids]
+    uv = torch.tensor(np.stack([np.r_[left[row_ids], right[row_ids]], np.r_[centres, centres]], -1), dtype=torch.float32)
+    edges = camera.unproject(uv[None], torch.full((1, len(uv)), depth), size, size)[0]
+    lefts, rights = edges[: len(row_ids)], edges[len(row_ids):]
+    middle = (lefts + rights) / 2  # [rows, 3]
+    half = (rights - lefts).norm(dim=-1) / 2
+    # The outline of an ellipse (semi-axes a, DEPTH_RATIO a) seen at yaw θ is sqrt(cos² + ratio² sin²) a wide.
+    view = camera.position[0] - body_centre.float()
+    yaw = math.atan2(float(view[0]), float(view[2]))
+    semi_x = half / math.sqrt(math.cos(yaw) ** 2 + (DEPTH_RATIO * math.sin(yaw)) ** 2)
+    semi_z = DEPTH_RATIO * semi_x
+    centre_x = middle[:, 0]  # the outline's middle; the chest's axis keeps the body centre's depth
+    centre_z = torch.full_like(centre_x, float(body_centre[2]))
+    row_index = torch.full((size,), -1, dtype=torch.long)
+    row_index[torch.from_numpy(row_ids)] = torch.arange(len(row_ids))
+
+    # Every row's ring, sampled evenly around (a closed surface from every side): a point takes the photo's colour
+    # at its pixel: the front its own, the back (which the photo cannot show) the colour in front of it.
+    focal = float(camera.pixel_intrinsics(size, size)[0, 0, 0])
+    footprint = depth / focal  # head units per pixel at the chest
+    # Rings between consecutive rows where the outline steps out (shoulders) by more than a footprint: no terraces.
+    params = torch.stack([centre_x, middle[:, 1], centre_z, semi_x, semi_z], -1)  # [rows, 5]
+    steps = torch.ones(len(row_ids), dtype=torch.long)
+    if len(row_ids) > 1:
+        jump = (params[1:, [0, 2, 3, 4]] - params[:-1, [0, 2, 3, 4]]).abs().max(-1).values
+        steps[:-1] = (jump / footprint).ceil().long().clamp(1, 32)
+    owner = torch.repeat_interleave(torch.arange(len(row_ids)), steps)  # each sub-ring's row
+    fraction = torch.cat([torch.arange(int(n)) / int(n) for n in steps])
+    following = (owner + 1).clamp(max=len(row_ids) - 1)
+    rings = torch.lerp(params[owner], params[following], fraction[:, None])  # [rings, 5]
+    cx_r, y_r, cz_r, ax_r, az_r = rings.unbind(-1)
+    perimeter = math.pi * (3 * (ax_r + az_r) - ((3 * ax_r + az_r) * (ax_r + 3 * az_r)).sqrt())
+    counts = (perimeter / footprint).ceil().long().clamp(min=8)
+    ring = torch.repeat_interleave(torch.arange(len(rings)), counts)
+    step = torch.cat([torch.arange(int(n)) for n in counts]).float()
+    angle = 2 * math.pi * (step + 0.5) / counts[ring]
+    points = torch.stack([cx_r[ring] + ax_r[ring] * torch.cos(angle), y_r[ring],
+                          cz_r[ring] + az_r[ring] * torch.sin(angle)], -1)
+    normals = F.normalize(torch.stack([torch.cos(angle) / ax_r[ring], torch.zeros_like(angle),
+                                       torch.sin(angle) / az_r[ring]], -1), dim=-1)
+    pixels, _ = camera.project(points[None], size, size)
+    col = pixels[0, :, 0].floor().long().clamp(0, size - 1)
+    row = torch.from_numpy(row_ids)[owner[ring]]  # each ring samples the photo on its own row
+    # Colours: the photo at the point's pixel where that pixel is the body's; else (a point behind the head's neck, or
+    # past a concave outline) the nearest body pixel of its row.
+    on_body = torch.from_numpy(fg)[row, col]
+    nearest = torch.from_numpy(np.abs(np.arange(size)[None, :] - np.arange(size)[:, None]).astype(np.float32))
+    row_body = torch.from_numpy(fg)[row]  # [P, R]
+    fallback = torch.where(row_body, nearest[col], torch.full_like(nearest[col], float("inf"))).argmin(1)
+    col = torch.where(on_body, col, fallback)
+    # A flat disc looks the same from both sides: keep normals in the +z half (quat_from_z_to's safe side).
+    normals = normals * torch.where(normals[:, 2:] < 0, -1.0, 1.0)
+    sigma = FOOTPRINT_SIGMA * footprint
+    scales = torch.tensor([sigma, sigma, 0.15 * sigma]).expand(len(points), 3)
+    colors = photo[:, row, col].T
+    if len(points) < MIN_PIXELS:
+        return None
+    return Gaussians(means=points, quats=quat_from_z_to(normals), scales=scales.contiguous(),
+                     opacities=torch.full((len(points),), 0.98), colors=colors.clamp(0, 1))

@@ -1,0 +1,80 @@
+"""The bust (issue 17, part 3): neck, shoulders and chest from the photo, fixed while the head moves."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from fhavatar import FHAvatarPipeline
+from fhavatar.avatar import Avatar
+from fhavatar.io.ply import load_gaussians_ply
+from fhavatar.models.bust import build_bust
+from fhavatar.rendering import render_gaussians
+from tests.training import ASTRONAUT
+
+
+@pytest.fixture(scope="module")
+def avatar():
+    pipe = FHAvatarPipeline.default(resolution=64)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, pipe.reconstruct(ASTRONAUT)
+
+
+def test_the_bust_covers_the_photos_torso(avatar):
+    pipe, avatar = avatar
+    track = avatar.source_track
+    assert avatar.bust is not None and len(avatar.bust.means) > 1000
+    out = render_gaussians(avatar.gaussians(), track.camera, 128, 128)
+    matte = torch.nn.functional.interpolate(torch.from_numpy(track.mask)[None, None], size=(128, 128),
+                                            mode="area")[0, 0] > 0.5
+    below_chin = (torch.arange(128) + 0.5)[:, None] > track.landmarks[152, 1] / 4 + 8
+    covered = out.alpha[0, 0] > 0.5
+    torso = matte & below_chin
+    assert float((covered & torso).sum() / torso.sum()) > 0.9
+    # its colours are the photo's there
+    photo = torch.nn.functional.interpolate(torch.from_numpy(track.image).permute(2, 0, 1)[None].float() / 255,
+                                            size=(128, 128), mode="area")[0]
+    inner = torso & (out.alpha[0, 0] > 0.99)
+    assert float((out.image[0][:, inner] - photo[:, inner]).abs().mean()) < 0.12  # splats blur; a wrong colour is ~0.3
+
+
+def test_the_bust_stays_put_when_the_head_turns_and_is_saved_with_the_avatar(avatar, tmp_path):
+    pipe, avatar = avatar
+    n_head, n_bust = len(avatar), len(avatar.bust.means)
+    params = avatar.source_params
+    turned = dataclasses.replace(params, global_rotation=torch.tensor([[0.0, 0.5, 0.0]]), jaw=torch.tensor([[0.2, 0, 0]]))
+    still, moved = avatar.gaussians(), avatar.gaussians(turned)
+    assert len(still.means) == n_head + n_bust
+    torch.testing.assert_close(moved.means[n_head:], still.means[n_head:], rtol=0, atol=0)  # the bust: fixed
+    assert float((moved.means[:n_head] - still.means[:n_head]).norm(dim=-1).max()) > 0.05  # the head: turned
+    ply = load_gaussians_ply(avatar.save_ply(tmp_path / "avatar.ply"))
+    assert len(ply.means) == n_head + n_bust  # the export holds everything
+    loaded = Avatar.load(avatar.save(tmp_path / "avatar.safetensors"), pipe.head_model)
+    torch.testing.assert_close(loaded.bust.means, avatar.bust.means)
+    torch.testing.assert_close(loaded.gaussians(turned).colors, moved.colors)
+
+
+def test_no_torso_no_bust(avatar):
+    _, avatar = avatar
+    track = avatar.source_track
+    head_only = np.zeros_like(track.mask)
+    head_only[: int(track.landmarks[152, 1]) - 20] = 1.0  # the matte ends above the chin
+    image = torch.from_numpy(track.image).permute(2, 0, 1).float() / 255
+    alpha = torch.zeros(128, 128)
+    assert build_bust(image, torch.from_numpy(head_only), alpha, track.camera, float(track.landmarks[152, 1]),
+                      torch.tensor([0.0, -0.2, -0.05])) is None
+
+
+def test_a_raised_hand_is_not_part_of_the_bust(avatar):
+    _, avatar = avatar
+    track = avatar.source_track
+    chin = float(track.landmarks[152, 1])
+    matte = np.zeros_like(track.mask)
+    matte[int(chin) + 10 :, 150:360] = 1.0  # the body
+    matte[int(chin) + 10 :, 5:40] = 1.0  # a separate raised arm at the side
+    image = torch.from_numpy(track.image).permute(2, 0, 1).float() / 255
+    bust = build_bust(image, torch.from_numpy(matte), torch.zeros(128, 128), track.camera, chin,
+                      torch.tensor([0.0, -0.2, -0.05]))
+    pixels, _ = track.camera.project(bust.means[None], 512, 512)
+    assert float(pixels[0, :, 0].min()) > 100  # nothing out at the arm (columns 5-40)
