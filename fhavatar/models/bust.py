@@ -28,8 +28,9 @@ __all__ = ["DEPTH_RATIO", "build_bust"]
 
 #: Chest depth over chest width.
 DEPTH_RATIO = 0.6
-#: The bust starts this fraction of the crop height above the chin (the neck shows beside the jaw).
-START_ABOVE_CHIN = 0.02
+#: The bust starts this fraction of the crop height above the chin: its top rings reach up behind the hair's lower
+#: edge and the jaw, so the head and the bust overlap instead of meeting at a crease.
+START_ABOVE_CHIN = 0.08
 #: Fewer bust pixels than this: no bust (a tight crop shows no torso).
 MIN_PIXELS = 30
 #: Gaussian standard deviation along the surface, in pixel footprints (neighbours overlap: a closed surface).
