@@ -25,6 +25,7 @@ from torch import Tensor
 
 from .animation import transfer_motion
 from .avatar import Avatar
+from .head.canonical_face import CHIN
 from .head.open_head import OpenHead
 from .head.uv import UVLayout
 from .io import load_image, read_video
@@ -253,7 +254,7 @@ class FHAvatarPipeline(DiffusionPipeline):
         image = torch.from_numpy(track.image).permute(2, 0, 1).float() / 255.0
         neck = avatar.source_vertices[self.head_model.region("neck")].mean(0).cpu()
         bust = build_bust(image, torch.from_numpy(track.mask), head_alpha, track.camera.to("cpu"),
-                          float(track.landmarks[152, 1]), neck)
+                          float(track.landmarks[CHIN, 1]), neck)
         return None if bust is None else bust.to(self.device)
 
     def _render(self, gaussians_at, cameras: Camera, height: int, width: int, desc: str,

@@ -24,15 +24,15 @@ import torch.nn.functional as F
 from scipy.spatial import ConvexHull, Delaunay
 from torch import Tensor
 
+from ..head.canonical_face import CHIN
+from ..tracking.shell import HEAD_ROWS_BELOW_CHIN
 from .image import psnr
 
 __all__ = ["CHIN_LANDMARK", "HEAD_ROWS_BELOW_CHIN", "back_texture", "face_hull", "head_iou", "head_rows", "laplacian_spread",
            "luminance", "matte_psnr"]
 
 #: MediaPipe Face Mesh's chin landmark.
-CHIN_LANDMARK = 152
-#: The head region reaches this fraction of the crop height below the chin.
-HEAD_ROWS_BELOW_CHIN = 0.10
+CHIN_LANDMARK = CHIN
 #: Pixels eroded from a silhouette before its texture is measured (its outline is an edge, not texture).
 TEXTURE_EROSION = 3
 

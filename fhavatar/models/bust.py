@@ -35,8 +35,6 @@ START_ABOVE_CHIN = 0.08
 MIN_PIXELS = 30
 #: Gaussian standard deviation along the surface, in pixel footprints (neighbours overlap: a closed surface).
 FOOTPRINT_SIGMA = 0.75
-#: MediaPipe Face Mesh's chin landmark.
-CHIN_LANDMARK = 152
 
 
 def _row_edges(matte: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # [R, R] -> [R] x3

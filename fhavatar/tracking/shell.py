@@ -31,12 +31,13 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor
 
+from ..head.canonical_face import CHIN
 from ..head.open_head import OpenHead
 from ..rendering.visibility import mesh_depth
 from .face_track import FaceTrack
 from .silhouette import matte_trusted
 
-__all__ = ["FACE_FALLOFF", "MAX_GROWTH", "MAX_SHRINK", "fit_hair_shell", "shell_weights"]
+__all__ = ["FACE_FALLOFF", "HEAD_ROWS_BELOW_CHIN", "MAX_GROWTH", "MAX_SHRINK", "fit_hair_shell", "shell_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +47,9 @@ MAX_GROWTH = 0.16
 MAX_SHRINK = 0.03
 #: Distance from the face, eyes and mouth over which the shell fades in, head units (about 3.3 cm).
 FACE_FALLOFF = 0.06
-#: The head region ends this fraction of the crop height below the chin (as in `fhavatar.metrics.full_head`).
-ROWS_BELOW_CHIN = 0.10
-#: MediaPipe Face Mesh's chin landmark.
-CHIN_LANDMARK = 152
+#: The head region of a crop ends this fraction of the crop height below the chin (the torso is not head); the
+#: full-head metrics (`fhavatar.metrics.full_head`) use the same rows.
+HEAD_ROWS_BELOW_CHIN = 0.10
 #: Image directions around the head centre.
 ANGLE_BINS = 180
 #: Silhouette-matching rounds.
@@ -145,7 +145,7 @@ def fit_hair_shell(track: FaceTrack, head: OpenHead, resolution: int = 256,
     matte = F.interpolate(torch.from_numpy(track.mask).float()[None, None], size=(resolution, resolution),
                           mode="area")[0, 0].numpy() > 0.5
     matte = ndimage.binary_fill_holes(ndimage.binary_closing(matte, iterations=2))
-    rows_end = (float(track.landmarks[CHIN_LANDMARK, 1]) + ROWS_BELOW_CHIN * crop) * scale
+    rows_end = (float(track.landmarks[CHIN, 1]) + HEAD_ROWS_BELOW_CHIN * crop) * scale
     rows = (np.arange(resolution) + 0.5 < rows_end)[:, None] & np.ones((1, resolution), bool)
 
     params = track.params.to(device=head.template_vertices.device, dtype=torch.float32)
