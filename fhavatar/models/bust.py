@@ -30,9 +30,11 @@ __all__ = ["DEPTH_RATIO", "build_bust"]
 DEPTH_RATIO = 0.6
 #: The bust starts this fraction of the crop height above the chin: its top rings reach up behind the hair's lower
 #: edge and the jaw, so the head and the bust overlap instead of meeting at a crease.
-START_ABOVE_CHIN = 0.08
+START_ABOVE_CHIN = 0.04
 #: Fewer bust pixels than this: no bust (a tight crop shows no torso).
 MIN_PIXELS = 30
+#: The shoulders' lid closes the top ring down to this fraction of its size (about the neck's width).
+LID_INNER = 0.35
 #: Gaussian standard deviation along the surface, in pixel footprints (neighbours overlap: a closed surface).
 FOOTPRINT_SIGMA = 0.75
 
@@ -109,6 +111,15 @@ def build_bust(
     fraction = torch.cat([torch.arange(int(n)) / int(n) for n in steps])
     following = (owner + 1).clamp(max=len(row_ids) - 1)
     rings = torch.lerp(params[owner], params[following], fraction[:, None])  # [rings, 5]
+    # The shoulders' top: the top ring narrowed step by step toward the neck (a lid, not an open bowl).
+    top = params[0]
+    lids = max(1, math.ceil(float((1 - LID_INNER) * top[3] / footprint)))
+    shrink = torch.linspace(1, LID_INNER, lids + 1)[1:]
+    lid = top.repeat(lids, 1)
+    lid[:, 3:] *= shrink[:, None]
+    rings = torch.cat([rings, lid])
+    owner = torch.cat([owner, torch.zeros(lids, dtype=torch.long)])
+    is_lid = torch.cat([torch.zeros(len(rings) - lids, dtype=torch.bool), torch.ones(lids, dtype=torch.bool)])
     cx_r, y_r, cz_r, ax_r, az_r = rings.unbind(-1)
     perimeter = math.pi * (3 * (ax_r + az_r) - ((3 * ax_r + az_r) * (ax_r + 3 * az_r)).sqrt())
     counts = (perimeter / footprint).ceil().long().clamp(min=8)
@@ -119,6 +130,7 @@ def build_bust(
                           cz_r[ring] + az_r[ring] * torch.sin(angle)], -1)
     normals = F.normalize(torch.stack([torch.cos(angle) / ax_r[ring], torch.zeros_like(angle),
                                        torch.sin(angle) / az_r[ring]], -1), dim=-1)
+    normals[is_lid[ring]] = torch.tensor([0.0, 1.0, 0.0])  # the lid faces up (+y)
     pixels, _ = camera.project(points[None], size, size)
     col = pixels[0, :, 0].floor().long().clamp(0, size - 1)
     row = torch.from_numpy(row_ids)[owner[ring]]  # each ring samples the photo on its own row

@@ -78,3 +78,13 @@ def test_a_raised_hand_is_not_part_of_the_bust(avatar):
                       torch.tensor([0.0, -0.2, -0.05]))
     pixels, _ = track.camera.project(bust.means[None], 512, 512)
     assert float(pixels[0, :, 0].min()) > 100  # nothing out at the arm (columns 5-40)
+
+
+def test_the_shoulders_have_a_lid(avatar):
+    """Seen from above, the bust is closed: its top ring is narrowed toward the neck by upward-facing Gaussians."""
+    _, avatar = avatar
+    bust = avatar.bust
+    top = bust.means[:, 1].max()
+    near_top = (bust.means[:, 1] > top - 1e-4)
+    radius = (bust.means[near_top][:, [0, 2]] - bust.means[near_top][:, [0, 2]].mean(0)).norm(dim=-1)
+    assert float(radius.min()) < 0.5 * float(radius.max())  # rings inside the outermost one: a lid, not a rim
