@@ -47,6 +47,51 @@ def _row_edges(matte: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: 
     return left, right, has
 
 
+def _ring_parameters(body: np.ndarray, camera: Camera, body_centre: Tensor) -> tuple[Tensor, np.ndarray, float]:
+    """Per row of `body` ([R, R] bool): the chest ring `(centre x, y, centre z, semi-axis x, semi-axis z)` in head
+    space `[rows, 5]`, the rows it belongs to, and the head units per pixel at the chest."""
+    size = body.shape[0]
+    left, right, has = _row_edges(body)
+    # The chest's depth from the camera: the body centre's; per row, its outline unprojected there.
+    _, centre_depth = camera.project(body_centre[None, None].float(), size, size)
+    depth = float(centre_depth[0, 0])
+    row_ids = np.flatnonzero(has)
+    centres = (np.arange(size) + 0.5)[row_ids]
+    uv = torch.tensor(np.stack([np.r_[left[row_ids], right[row_ids]], np.r_[centres, centres]], -1), dtype=torch.float32)
+    edges = camera.unproject(uv[None], torch.full((1, len(uv)), depth), size, size)[0]
+    lefts, rights = edges[: len(row_ids)], edges[len(row_ids):]
+    middle = (lefts + rights) / 2  # [rows, 3]
+    half = (rights - lefts).norm(dim=-1) / 2
+    # The outline of an ellipse (semi-axes a, DEPTH_RATIO a) seen at yaw θ is sqrt(cos² + ratio² sin²) a wide.
+    view = camera.position[0] - body_centre.float()
+    yaw = math.atan2(float(view[0]), float(view[2]))
+    semi_x = half / math.sqrt(math.cos(yaw) ** 2 + (DEPTH_RATIO * math.sin(yaw)) ** 2)
+    # The outline's middle gives the axis's x; the axis keeps the body centre's depth.
+    centre_z = torch.full_like(semi_x, float(body_centre[2]))
+    params = torch.stack([middle[:, 0], middle[:, 1], centre_z, semi_x, DEPTH_RATIO * semi_x], -1)
+    focal = float(camera.pixel_intrinsics(size, size)[0, 0, 0])
+    return params, row_ids, depth / focal
+
+
+def _rings(params: Tensor, footprint: float) -> tuple[Tensor, Tensor, Tensor]:  # [rows, 5] -> [K, 5], [K], [K]
+    """All rings: each row's, interpolated ones where the outline steps out by more than a footprint (shoulders
+    without terraces), and a lid (the top ring narrowed toward the neck). Returns the rings, the row each belongs
+    to, and which are lid rings."""
+    steps = torch.ones(len(params), dtype=torch.long)
+    if len(params) > 1:
+        jump = (params[1:, [0, 2, 3, 4]] - params[:-1, [0, 2, 3, 4]]).abs().max(-1).values
+        steps[:-1] = (jump / footprint).ceil().long().clamp(1, 32)
+    owner = torch.repeat_interleave(torch.arange(len(params)), steps)
+    fraction = torch.cat([torch.arange(int(n)) / int(n) for n in steps])
+    following = (owner + 1).clamp(max=len(params) - 1)
+    rings = torch.lerp(params[owner], params[following], fraction[:, None])
+    lids = max(1, math.ceil(float((1 - LID_INNER) * params[0, 3] / footprint)))
+    lid = params[0].repeat(lids, 1)
+    lid[:, 3:] *= torch.linspace(1, LID_INNER, lids + 1)[1:, None]
+    is_lid = torch.cat([torch.zeros(len(rings), dtype=torch.bool), torch.ones(lids, dtype=torch.bool)])
+    return torch.cat([rings, lid]), torch.cat([owner, torch.zeros(lids, dtype=torch.long)]), is_lid
+
+
 @torch.no_grad()
 def build_bust(
     image: Tensor,  # [3, H, W] the aligned photo in [0, 1]
@@ -64,89 +109,44 @@ def build_bust(
     size = head_alpha.shape[-1]
     photo = F.interpolate(image[None].float(), size=(size, size), mode="area")[0]
     fg = F.interpolate(matte[None, None].float(), size=(size, size), mode="area")[0, 0].numpy() > 0.5
-    start = (chin_y / image.shape[-2] - START_ABOVE_CHIN) * size
-    rows = (np.arange(size) + 0.5)[:, None] >= start
+    rows = (np.arange(size) + 0.5)[:, None] >= (chin_y / image.shape[-2] - START_ABOVE_CHIN) * size
     labels, count = ndimage.label(fg & rows)
     if count == 0:
         return None
     # The body is the largest part of the matte below the chin; raised hands and stray blobs are not.
     body = labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
-    bust = body & (head_alpha.numpy() < 0.5)
-    if bust.sum() < MIN_PIXELS:
+    if (body & (head_alpha.numpy() < 0.5)).sum() < MIN_PIXELS:  # the head hides (nearly) all of it
         return None
-    fg = body
-    left, right, has = _row_edges(body)
+    params, row_ids, footprint = _ring_parameters(body, camera, body_centre)
+    rings, owner, is_lid = _rings(params, footprint)
 
-    # The chest's depth from the camera: the body centre's; per row, its outline unprojected there.
-    _, centre_depth = camera.project(body_centre[None, None].float(), size, size)
-    depth = float(centre_depth[0, 0])
-    row_ids = np.flatnonzero(has)
-    centres = (np.arange(size) + 0.5)[row_ids]
-    uv = torch.tensor(np.stack([np.r_[left[row_ids], right[row_ids]], np.r_[centres, centres]], -1), dtype=torch.float32)
-    edges = camera.unproject(uv[None], torch.full((1, len(uv)), depth), size, size)[0]
-    lefts, rights = edges[: len(row_ids)], edges[len(row_ids):]
-    middle = (lefts + rights) / 2  # [rows, 3]
-    half = (rights - lefts).norm(dim=-1) / 2
-    # The outline of an ellipse (semi-axes a, DEPTH_RATIO a) seen at yaw θ is sqrt(cos² + ratio² sin²) a wide.
-    view = camera.position[0] - body_centre.float()
-    yaw = math.atan2(float(view[0]), float(view[2]))
-    semi_x = half / math.sqrt(math.cos(yaw) ** 2 + (DEPTH_RATIO * math.sin(yaw)) ** 2)
-    semi_z = DEPTH_RATIO * semi_x
-    centre_x = middle[:, 0]  # the outline's middle; the chest's axis keeps the body centre's depth
-    centre_z = torch.full_like(centre_x, float(body_centre[2]))
-    row_index = torch.full((size,), -1, dtype=torch.long)
-    row_index[torch.from_numpy(row_ids)] = torch.arange(len(row_ids))
-
-    # Every row's ring, sampled evenly around (a closed surface from every side): a point takes the photo's colour
-    # at its pixel: the front its own, the back (which the photo cannot show) the colour in front of it.
-    focal = float(camera.pixel_intrinsics(size, size)[0, 0, 0])
-    footprint = depth / focal  # head units per pixel at the chest
-    # Rings between consecutive rows where the outline steps out (shoulders) by more than a footprint: no terraces.
-    params = torch.stack([centre_x, middle[:, 1], centre_z, semi_x, semi_z], -1)  # [rows, 5]
-    steps = torch.ones(len(row_ids), dtype=torch.long)
-    if len(row_ids) > 1:
-        jump = (params[1:, [0, 2, 3, 4]] - params[:-1, [0, 2, 3, 4]]).abs().max(-1).values
-        steps[:-1] = (jump / footprint).ceil().long().clamp(1, 32)
-    owner = torch.repeat_interleave(torch.arange(len(row_ids)), steps)  # each sub-ring's row
-    fraction = torch.cat([torch.arange(int(n)) / int(n) for n in steps])
-    following = (owner + 1).clamp(max=len(row_ids) - 1)
-    rings = torch.lerp(params[owner], params[following], fraction[:, None])  # [rings, 5]
-    # The shoulders' top: the top ring narrowed step by step toward the neck (a lid, not an open bowl).
-    top = params[0]
-    lids = max(1, math.ceil(float((1 - LID_INNER) * top[3] / footprint)))
-    shrink = torch.linspace(1, LID_INNER, lids + 1)[1:]
-    lid = top.repeat(lids, 1)
-    lid[:, 3:] *= shrink[:, None]
-    rings = torch.cat([rings, lid])
-    owner = torch.cat([owner, torch.zeros(lids, dtype=torch.long)])
-    is_lid = torch.cat([torch.zeros(len(rings) - lids, dtype=torch.bool), torch.ones(lids, dtype=torch.bool)])
-    cx_r, y_r, cz_r, ax_r, az_r = rings.unbind(-1)
-    perimeter = math.pi * (3 * (ax_r + az_r) - ((3 * ax_r + az_r) * (ax_r + 3 * az_r)).sqrt())
+    # Every ring sampled evenly around (a closed surface from every side).
+    cx, y, cz, ax, az = rings.unbind(-1)
+    perimeter = math.pi * (3 * (ax + az) - ((3 * ax + az) * (ax + 3 * az)).sqrt())  # Ramanujan
     counts = (perimeter / footprint).ceil().long().clamp(min=8)
     ring = torch.repeat_interleave(torch.arange(len(rings)), counts)
     step = torch.cat([torch.arange(int(n)) for n in counts]).float()
     angle = 2 * math.pi * (step + 0.5) / counts[ring]
-    points = torch.stack([cx_r[ring] + ax_r[ring] * torch.cos(angle), y_r[ring],
-                          cz_r[ring] + az_r[ring] * torch.sin(angle)], -1)
-    normals = F.normalize(torch.stack([torch.cos(angle) / ax_r[ring], torch.zeros_like(angle),
-                                       torch.sin(angle) / az_r[ring]], -1), dim=-1)
+    points = torch.stack([cx[ring] + ax[ring] * torch.cos(angle), y[ring], cz[ring] + az[ring] * torch.sin(angle)], -1)
+    normals = F.normalize(torch.stack([torch.cos(angle) / ax[ring], torch.zeros_like(angle),
+                                       torch.sin(angle) / az[ring]], -1), dim=-1)
     normals[is_lid[ring]] = torch.tensor([0.0, 1.0, 0.0])  # the lid faces up (+y)
-    pixels, _ = camera.project(points[None], size, size)
-    col = pixels[0, :, 0].floor().long().clamp(0, size - 1)
-    row = torch.from_numpy(row_ids)[owner[ring]]  # each ring samples the photo on its own row
-    # Colours: the photo at the point's pixel where that pixel is the body's; else (a point behind the head's neck, or
-    # past a concave outline) the nearest body pixel of its row.
-    on_body = torch.from_numpy(fg)[row, col]
-    nearest = torch.from_numpy(np.abs(np.arange(size)[None, :] - np.arange(size)[:, None]).astype(np.float32))
-    row_body = torch.from_numpy(fg)[row]  # [P, R]
-    fallback = torch.where(row_body, nearest[col], torch.full_like(nearest[col], float("inf"))).argmin(1)
-    col = torch.where(on_body, col, fallback)
     # A flat disc looks the same from both sides: keep normals in the +z half (quat_from_z_to's safe side).
     normals = normals * torch.where(normals[:, 2:] < 0, -1.0, 1.0)
-    sigma = FOOTPRINT_SIGMA * footprint
-    scales = torch.tensor([sigma, sigma, 0.15 * sigma]).expand(len(points), 3)
-    colors = photo[:, row, col].T
+
+    # Colours: the photo at the point's pixel on its ring's row (the front its own, the back, which the photo cannot
+    # show, the colour in front of it); a pixel off the body (behind the head's neck, past a concave outline) takes
+    # the nearest body pixel of the row.
+    pixels, _ = camera.project(points[None], size, size)
+    col = pixels[0, :, 0].floor().long().clamp(0, size - 1)
+    row = torch.from_numpy(row_ids)[owner[ring]]
+    row_body = torch.from_numpy(body)[row]  # [P, R]
+    distance = (torch.arange(size)[None, :] - col[:, None]).abs().float()
+    nearest = torch.where(row_body, distance, torch.full_like(distance, float("inf"))).argmin(1)
+    col = torch.where(row_body.gather(1, col[:, None])[:, 0], col, nearest)
     if len(points) < MIN_PIXELS:
         return None
-    return Gaussians(means=points, quats=quat_from_z_to(normals), scales=scales.contiguous(),
-                     opacities=torch.full((len(points),), 0.98), colors=colors.clamp(0, 1))
+    sigma = FOOTPRINT_SIGMA * footprint
+    return Gaussians(means=points, quats=quat_from_z_to(normals),
+                     scales=torch.tensor([sigma, sigma, 0.15 * sigma]).repeat(len(points), 1),
+                     opacities=torch.full((len(points),), 0.98), colors=photo[:, row, col].T.clamp(0, 1))
