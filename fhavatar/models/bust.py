@@ -5,8 +5,8 @@ built-in default builds it from the photo: every foreground pixel below the chin
 lies on a vertical elliptic cylinder (a simple chest), sampled row by row evenly around so it is closed from every
 side: points facing the camera take the photo's colour, points facing away (the back, which the photo cannot show)
 the colour of the photo in front of them, so clothes stay clothes. Per image row the cylinder's centre and width
-follow the outline of the largest foreground part below the chin (the body; a raised hand is not), seen from the
-photo's camera; its depth is `DEPTH_RATIO` of its width. The Gaussians live in head
+follow the outline of the foreground part below the chin that holds the neck (the body; a raised hand or a second
+person is not), seen from the photo's camera; its depth is `DEPTH_RATIO` of its width. The Gaussians live in head
 space and are not skinned: the head turns and nods above them.
 """
 
@@ -113,8 +113,12 @@ def build_bust(
     labels, count = ndimage.label(fg & rows)
     if count == 0:
         return None
-    # The body is the largest part of the matte below the chin; raised hands and stray blobs are not.
-    body = labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+    # The body is the part of the matte below the chin that holds the neck (another person beside, a raised hand or a
+    # stray blob is not); if the neck's pixel is off the matte, the largest part.
+    neck_px, _ = camera.project(body_centre[None, None].float(), size, size)
+    col, row = (int(np.clip(v, 0, size - 1)) for v in neck_px[0, 0].tolist())
+    label = labels[row, col] if labels[row, col] else 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+    body = labels == label
     if (body & (head_alpha.numpy() < 0.5)).sum() < MIN_PIXELS:  # the head hides (nearly) all of it
         return None
     params, row_ids, footprint = _ring_parameters(body, camera, body_centre)

@@ -88,3 +88,21 @@ def test_the_shoulders_have_a_lid(avatar):
     near_top = (bust.means[:, 1] > top - 1e-4)
     radius = (bust.means[near_top][:, [0, 2]] - bust.means[near_top][:, [0, 2]].mean(0)).norm(dim=-1)
     assert float(radius.min()) < 0.5 * float(radius.max())  # rings inside the outermost one: a lid, not a rim
+
+
+def test_the_body_under_the_neck_is_chosen_over_a_bigger_neighbour(avatar):
+    """A second, larger person beside the subject does not become the bust."""
+    _, avatar = avatar
+    track = avatar.source_track
+    chin = float(track.landmarks[152, 1])
+    neck = avatar.source_vertices[avatar.head_model.region("neck")].mean(0)
+    pixel, _ = track.camera.project(neck[None, None], 512, 512)
+    x = float(pixel[0, 0, 0])
+    matte = np.zeros_like(track.mask)
+    left = int(x) - 60
+    matte[int(chin) - 10 :, left : left + 120] = 1.0  # the subject's body under its neck
+    matte[int(chin) - 10 :, left + 140 :] = 1.0  # someone bigger at the side, apart from it
+    image = torch.from_numpy(track.image).permute(2, 0, 1).float() / 255
+    bust = build_bust(image, torch.from_numpy(matte), torch.zeros(128, 128), track.camera, chin, neck)
+    pixels, _ = track.camera.project(bust.means[None], 512, 512)
+    assert float(pixels[0, :, 0].max()) < left + 140  # nothing on the neighbour
