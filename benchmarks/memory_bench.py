@@ -56,7 +56,8 @@ def main() -> None:
     tensor_mb = sum(t.numel() * t.element_size() for t in vars(gaussians).values() if isinstance(t, torch.Tensor)) / 2**20
     with tempfile.TemporaryDirectory() as tmp:
         ply_mb = Path(avatar.save_ply(Path(tmp) / "avatar.ply")).stat().st_size / 2**20
-    print(f"avatar: {len(avatar)} Gaussians, {tensor_mb:.1f} MB of posed Gaussian tensors, {ply_mb:.1f} MB as .ply")
+    total = len(avatar) + (0 if avatar.bust is None else len(avatar.bust))
+    print(f"avatar: {total} Gaussians, {tensor_mb:.1f} MB of posed Gaussian tensors, {ply_mb:.1f} MB as .ply")
     print(f"peak resident memory (whole run): {peak_rss_mb():.0f} MB")
     if cuda:
         print(f"peak CUDA memory allocated: {torch.cuda.max_memory_allocated() / 2**20:.0f} MB")

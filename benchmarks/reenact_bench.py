@@ -43,7 +43,8 @@ def main() -> None:
     recon, avatar = repeat(lambda: pipe.reconstruct(args.photo), args.repeats)
     print("photo -> avatar (track + avatar model):")
     print(recon.line("reconstruction latency"))
-    print(f"  avatar: {len(avatar)} Gaussians")
+    bust = 0 if avatar.bust is None else len(avatar.bust)
+    print(f"  avatar: {len(avatar) + bust} Gaussians ({len(avatar)} bound to the head, {bust} in the bust)")
 
     frames = driving_frames(args.clip, args.photo, args.frames)
     n = len(frames)

@@ -49,7 +49,7 @@ AVATAR_FILE_FORMAT = "fhavatar-avatar/1"
 #: Smallest triangle scale sqrt(area) (head units) used as a divisor; also the smallest Gaussian scale.
 _MIN_SCALE = 1e-8
 _BOUND_FIELDS = ("face_index", "barycentrics", "offsets", "rotations", "scales", "colors", "opacities")
-_GAUSSIAN_FIELDS = ("means", "quats", "scales", "opacities", "colors")
+_GAUSSIAN_FIELDS = tuple(f.name for f in dataclasses.fields(Gaussians))
 
 
 # ---------------------------------------------------------------------------------------------- geometry
@@ -131,6 +131,7 @@ class Avatar:
         self.bust = bust
 
     def __len__(self) -> int:
+        """Gaussians bound to the head mesh (the bust's, if any, are `len(avatar.bust)` more)."""
         return self.face_index.shape[0]
 
     @property
@@ -250,10 +251,7 @@ class Avatar:
             opacities=self.opacities,
             colors=self.colors,
         )
-        if self.bust is None:
-            return head
-        bust = self.bust.to(head.means.device)
-        return Gaussians(**{f: torch.cat([getattr(head, f), getattr(bust, f)]) for f in _GAUSSIAN_FIELDS})
+        return head if self.bust is None else Gaussians.cat([head, self.bust])
 
     def to(self, device=None) -> Avatar:
         """A copy on `device` (the head model is moved too: it is shared, not copied)."""

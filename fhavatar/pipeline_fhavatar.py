@@ -311,7 +311,8 @@ class FHAvatarPipeline(DiffusionPipeline):
         if full_head and track.mask is not None:
             avatar.bust = self._bust(avatar, track)
         avatar.source_track = track
-        logger.info("reconstructed an avatar of %d Gaussians (K=%d)", len(avatar), self.config.resolution)
+        logger.info("reconstructed an avatar of %d Gaussians (K=%d) and a bust of %d", len(avatar),
+                    self.config.resolution, 0 if avatar.bust is None else len(avatar.bust))
         return avatar
 
     @torch.no_grad()
