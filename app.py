@@ -78,8 +78,12 @@ def build_demo(service: AvatarService) -> gr.Blocks:
     return demo
 
 
-def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, **launch_options):
-    """Queue `demo` with the app's limits (QUEUE_SIZE, CONCURRENCY_LIMIT) and launch it with LAUNCH_OPTIONS."""
+def serve(demo: gr.Blocks, host: str | None = None, port: int | None = None, **launch_options):
+    """Queue `demo` with the app's limits (QUEUE_SIZE, CONCURRENCY_LIMIT) and launch it with LAUNCH_OPTIONS.
+
+    `host` / `port` left at None let Gradio decide: `GRADIO_SERVER_NAME` / `GRADIO_SERVER_PORT` when set (a Hugging
+    Face Space or a container sets them), else 127.0.0.1 and the first free port from 7860. Given, they win.
+    """
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY_LIMIT)
     return demo.launch(server_name=host, server_port=port, **{**LAUNCH_OPTIONS, **launch_options})
 
@@ -87,8 +91,10 @@ def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, **launch_o
 def main() -> None:
     parser = argparse.ArgumentParser(description="FHAvatar Gradio app")
     parser.add_argument("--model", default=os.environ.get("FHAVATAR_MODEL"), help="pipeline folder or Hub repo id")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=7860)
+    # No defaults here: an explicit value would override the GRADIO_SERVER_NAME / GRADIO_SERVER_PORT a Space sets.
+    parser.add_argument("--host", default=None, help="address to listen on (default: $GRADIO_SERVER_NAME or 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None,
+                        help="port to listen on (default: $GRADIO_SERVER_PORT or the first free one from 7860)")
     parser.add_argument("--resolution", type=int, default=256, help="UV atlas size K of the built-in default")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -25,8 +25,8 @@ from .io import checked_file
 __all__ = ["HUB_ALLOW_PATTERNS", "MODEL_CARD_TEMPLATE", "download_pipeline", "load_pipeline_folder", "make_model_card",
            "push_pipeline"]
 
-#: The model-card template filled in by `make_model_card` (repository root).
-MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
+#: The model-card template filled in by `make_model_card` (package data: it ships in the wheel).
+MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent / "templates" / "model_card.md"
 #: Files of a pipeline repo that `download_pipeline` fetches (safetensors only: no pickles).
 HUB_ALLOW_PATTERNS = ("*.json", "*.safetensors", "*.md")
 #: `from_pretrained` keyword arguments that go to `snapshot_download`.
@@ -164,7 +164,7 @@ _LICENCE_ROWS = {
 
 def make_model_card(pipeline, repo_id: str, metrics: dict | None = None,
                     training_details: str | None = None, template: str | os.PathLike = MODEL_CARD_TEMPLATE) -> str:
-    """Fill the model-card template (`model_card.md`) for `pipeline` uploaded as `repo_id`.
+    """Fill the model-card template (`fhavatar/templates/model_card.md`) for `pipeline` uploaded as `repo_id`.
 
     The licence table lists every component; the metadata licence is the most restrictive one (Apache-2.0 for the
     built-in default, `other` (non-commercial) with a PanoHead prior or FLAME).

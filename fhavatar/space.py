@@ -22,7 +22,10 @@ SPACE_KEYS = (
 )
 _REQUIRED = ("title", "sdk", "sdk_version", "app_file")
 _LIST_KEYS = ("preload_from_hub", "tags")
-DEFAULT_SPACEFILE = Path(__file__).resolve().parents[1] / "Spacefile"
+#: The Spacefile of the checkout this package runs from; `./Spacefile` for an installed package (a wheel carries no
+#: Spacefile: it belongs to the Space's repository, whose root the command then runs in).
+_CHECKOUT_SPACEFILE = Path(__file__).resolve().parents[1] / "Spacefile"
+DEFAULT_SPACEFILE = _CHECKOUT_SPACEFILE if _CHECKOUT_SPACEFILE.is_file() else Path("Spacefile")
 
 
 def load_spacefile(path: str | Path = DEFAULT_SPACEFILE) -> dict[str, Any]:

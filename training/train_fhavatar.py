@@ -1,9 +1,10 @@
 """Train the FHAvatar network (paper §3.5, §4.1, §B) with 🤗 accelerate: one CPU, one GPU, or many GPUs/nodes.
 
     accelerate launch training/train_fhavatar.py --config paper --train_data_dir DATA --output_dir runs/fhavatar
-    accelerate launch --cpu --num_processes 1 training/train_fhavatar.py --config tiny-cpu --output_dir runs/tiny
+    accelerate launch --cpu --num_processes 1 training/train_fhavatar.py --config tiny-cpu --output_dir out/tiny
 
-Run from the repository root with `PYTHONPATH=.` (the Makefile exports it). `--config` takes a preset name
+Runs as a file from any folder (it puts the repository root on `sys.path`, below) or as the module
+`training.train_fhavatar`. `--config` takes a preset name
 (`training/configs/*.yaml`) or a YAML path; every config field can be overridden (`--max_train_steps 100`,
 `--loss.lambda_3d 100`, `--prior null`). See training/README.md for data preparation, multi-GPU launches,
 resuming and pushing to the Hub.
@@ -27,6 +28,13 @@ import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# Run as a file (`accelerate launch training/train_fhavatar.py`, `python training/train_fhavatar.py`), Python puts
+# only this script's folder on sys.path, not the repository root that holds the `fhavatar` and `training`
+# packages; put the root first so the documented commands work from a fresh clone without PYTHONPATH.
+# Imported as `training.train_fhavatar` (tests, `python -m`) the root is importable already: nothing changes.
+if not __package__:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
