@@ -4,15 +4,8 @@ Each Gaussian lives on one triangle of the head model (GaussianAvatars-style bin
 barycentrics give its anchor on the surface, and its offset, rotation and scale are stored in the triangle's
 *local frame*, so `Avatar.gaussians(params)` re-poses the whole avatar with the head model alone.
 
-Local frame of a triangle `(p0, p1, p2)` with UVs `(t0, t1, t2)`:
-
-- normal `n = normalise((p1 - p0) x (p2 - p0))` (outward: faces are counter-clockwise seen from outside);
-- tangent `t = normalise(dP/du - (dP/du · n) n)`, the 3D direction of +u in the atlas (so the frame varies
-  smoothly across triangles in UV space, as the UV maps do); `normalise(p1 - p0)` where the UV triangle is
-  degenerate;
-- bitangent `b = n x t`; `R_tri = [t | b | n]` (columns), a rotation.
-
-Triangle scale `k_tri = sqrt(area)`. A Gaussian stores `offset / k_src` and `scale / k_src`; posed, it is at
+Local frame of a triangle: `R_tri = [t | b | n]`, tangent along +u of the atlas, bitangent, outward normal
+(`fhavatar.head.uv.triangle_frames`). Triangle scale `k_tri = sqrt(area)`. A Gaussian stores `offset / k_src` and `scale / k_src`; posed, it is at
 `barycentric point + R_tri @ (k_tri * offset_local)` with rotation `R_tri ∘ q_local` and scale
 `k_tri * scale_local` (so `k = k_posed / k_src` multiplies the source values).
 
@@ -32,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .head.uv import UVLayout
+from .head.uv import UVLayout, triangle_frames
 from .io import read_safetensors
 from .io.ply import PLY_PROPERTIES, SH_C0, load_gaussians_ply, save_gaussians_ply
 from .models.attributes import UVAttributes
@@ -50,26 +43,6 @@ AVATAR_FILE_FORMAT = "fhavatar-avatar/1"
 _MIN_SCALE = 1e-8
 _BOUND_FIELDS = ("face_index", "barycentrics", "offsets", "rotations", "scales", "colors", "opacities")
 _GAUSSIAN_FIELDS = tuple(f.name for f in dataclasses.fields(Gaussians))
-
-
-# ---------------------------------------------------------------------------------------------- geometry
-def triangle_frames(
-    triangles: Tensor,  # [..., 3, 3] corner positions
-    uv_triangles: Tensor,  # [..., 3, 2] corner UVs
-) -> tuple[Tensor, Tensor]:  # rotations [..., 3, 3], scales [...]
-    """Local frames `R_tri = [t | b | n]` and scales `k_tri = sqrt(area)` of triangles (module docstring)."""
-    e1, e2 = triangles[..., 1, :] - triangles[..., 0, :], triangles[..., 2, :] - triangles[..., 0, :]
-    cross = torch.linalg.cross(e1, e2, dim=-1)
-    double_area = cross.norm(dim=-1)
-    normal = cross / double_area.clamp(min=_MIN_SCALE**2)[..., None]
-    d1, d2 = uv_triangles[..., 1, :] - uv_triangles[..., 0, :], uv_triangles[..., 2, :] - uv_triangles[..., 0, :]
-    det = d1[..., 0] * d2[..., 1] - d2[..., 0] * d1[..., 1]
-    degenerate_uv = det.abs() < 1e-12
-    d_du = (e1 * d2[..., 1:2] - e2 * d1[..., 1:2]) / torch.where(degenerate_uv, torch.ones_like(det), det)[..., None]
-    d_du = torch.where(degenerate_uv[..., None], e1, d_du)
-    tangent = F.normalize(d_du - (d_du * normal).sum(-1, keepdim=True) * normal, dim=-1)
-    bitangent = torch.linalg.cross(normal, tangent, dim=-1)
-    return torch.stack([tangent, bitangent, normal], dim=-1), (double_area / 2).clamp(min=_MIN_SCALE**2).sqrt()
 
 
 # ---------------------------------------------------------------------------------------------- the avatar

@@ -19,7 +19,8 @@ from torch import Tensor, nn
 from ..rendering.triangles import covered_pixels
 from .base import REGION_NAMES
 
-__all__ = ["MAX_RESOLUTION", "MIN_RESOLUTION", "UVLayout", "rasterize_uv", "texel_centers", "uv_to_grid"]
+__all__ = ["MAX_RESOLUTION", "MIN_RESOLUTION", "MIN_TRIANGLE_SCALE", "UVLayout", "rasterize_uv", "texel_centers",
+           "triangle_frames", "uv_to_grid"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,37 @@ def _nearest_valid(valid: Tensor, queries: Tensor) -> Tensor:  # [K, K] bool, [Q
         dist = (q_rc[:, None, :] - cand_rc[None, :, :]).square().sum(-1)
         out[s : s + step] = candidates[dist.argmin(1)]
     return out
+
+
+#: Smallest triangle scale sqrt(area) (head units) used as a divisor.
+MIN_TRIANGLE_SCALE = 1e-8
+
+
+def triangle_frames(
+    triangles: Tensor,  # [..., 3, 3] corner positions
+    uv_triangles: Tensor,  # [..., 3, 2] corner UVs
+) -> tuple[Tensor, Tensor]:  # rotations [..., 3, 3], scales [...]
+    """Local frames `R_tri = [t | b | n]` and scales `k_tri = sqrt(area)` of triangles: the frame an `Avatar` binds
+    its Gaussians in (offsets, rotations and scales are stored in it).
+
+    - normal `n = normalise((p1 - p0) x (p2 - p0))` (outward: faces are counter-clockwise seen from outside);
+    - tangent `t = normalise(dP/du - (dP/du · n) n)`, the 3D direction of +u in the atlas (so the frame varies
+      smoothly across triangles in UV space, as the UV maps do); `normalise(p1 - p0)` where the UV triangle is
+      degenerate;
+    - bitangent `b = n x t`; `R_tri = [t | b | n]` (columns), a rotation.
+    """
+    e1, e2 = triangles[..., 1, :] - triangles[..., 0, :], triangles[..., 2, :] - triangles[..., 0, :]
+    cross = torch.linalg.cross(e1, e2, dim=-1)
+    double_area = cross.norm(dim=-1)
+    normal = cross / double_area.clamp(min=MIN_TRIANGLE_SCALE**2)[..., None]
+    d1, d2 = uv_triangles[..., 1, :] - uv_triangles[..., 0, :], uv_triangles[..., 2, :] - uv_triangles[..., 0, :]
+    det = d1[..., 0] * d2[..., 1] - d2[..., 0] * d1[..., 1]
+    degenerate_uv = det.abs() < 1e-12
+    d_du = (e1 * d2[..., 1:2] - e2 * d1[..., 1:2]) / torch.where(degenerate_uv, torch.ones_like(det), det)[..., None]
+    d_du = torch.where(degenerate_uv[..., None], e1, d_du)
+    tangent = F.normalize(d_du - (d_du * normal).sum(-1, keepdim=True) * normal, dim=-1)
+    bitangent = torch.linalg.cross(normal, tangent, dim=-1)
+    return torch.stack([tangent, bitangent, normal], dim=-1), (double_area / 2).clamp(min=MIN_TRIANGLE_SCALE**2).sqrt()
 
 
 class UVLayout(nn.Module):
@@ -185,6 +217,7 @@ class UVLayout(nn.Module):
         regions = (vertex_regions.float()[:, corners] * weights[None]).sum(-1) >= 0.5  # [R, K, K]
 
         self.register_buffer("faces", faces, persistent=False)
+        self.register_buffer("_uv_triangles", uv.float()[uv_faces], persistent=False)  # [F, 3, 2]
         self.register_buffer("face_index", face_index, persistent=False)
         self.register_buffer("barycentrics", bary, persistent=False)
         self.register_buffer("valid", valid, persistent=False)
@@ -285,6 +318,12 @@ class UVLayout(nn.Module):
         face_scale = torch.where(uv_area > 0, (area / uv_area.clamp(min=1e-30)).sqrt(), torch.zeros_like(area))
         s = face_scale[:, self.face_index.clamp(min=0)] * self.valid
         return s[:, None]
+
+    def sample_frames(self, vertices: Tensor) -> tuple[Tensor, Tensor]:  # [B, V, 3] -> [B, M, 3, 3], [B, M]
+        """`triangle_frames` of the triangle under each Gaussian position X: the frame an `Avatar` binds it in."""
+        self._check_vertices(vertices)
+        uv = self._uv_triangles[self.sample_face].to(vertices.dtype)
+        return triangle_frames(vertices[:, self.faces[self.sample_face]], uv.expand(vertices.shape[0], -1, -1, -1))
 
     def sample_positions(self, vertices: Tensor) -> Tensor:  # [B, V, 3] -> [B, M, 3]
         """Surface points of the Gaussian samples X on posed `vertices` (their face + barycentric binding)."""

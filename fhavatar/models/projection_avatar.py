@@ -39,9 +39,11 @@ from ..head.uv import UVLayout
 from ..rendering import Gaussians, render_gaussians
 from ..rendering.cameras import Camera
 from ..rendering.visibility import texel_facing
+from ..rotations import rotmat_to_quat
 from .attributes import UVAttributes
 from .source_view import SourceView
-from .uv_synthesis import synthesize_unseen
+from .uv_quilting import quilt_unseen
+from .uv_synthesis import MIN_SOURCE_CONFIDENCE, hair_like, synthesize_unseen
 
 __all__ = ["ProjectionAvatarModel"]
 
@@ -122,17 +124,12 @@ def _source_gaussians(layout: UVLayout, vertices: Tensor, scales: Tensor, opacit
     Args:
         layout (`UVLayout`): the atlas (its Gaussian positions X).
         vertices (`Tensor` of shape `[1, V, 3]`): the source mesh.
-        scales, opacities (`Tensor` of shapes `[1, 3, K, K]`, `[1, 1, K, K]`): neutral maps (identity rotations,
-            equal tangent scales, zero offsets: a disc only needs its triangle's normal, not the full frame).
+        scales, opacities (`Tensor` of shapes `[1, 3, K, K]`, `[1, 1, K, K]`): neutral maps (identity rotations in
+            the triangle frame, zero offsets); the scales are along the frame's tangent, bitangent and normal.
         colors (`Tensor` of shape `[1, C, K, K]`): the colour map (differentiable).
     """
-    tri = vertices[0][layout.faces[layout.sample_face]]  # [M, 3, 3]
-    normal = F.normalize(torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1), dim=-1)
-    # The quaternion turning +z onto the normal (half-way vector); +z itself maps to -z by a half turn about x.
-    quats = torch.stack([1 + normal[:, 2], -normal[:, 1], normal[:, 0], torch.zeros_like(normal[:, 0])], -1)
-    flipped = quats[:, 0] < 1e-6
-    quats = torch.where(flipped[:, None], torch.tensor([0.0, 1.0, 0.0, 0.0], device=quats.device), quats)
-    return Gaussians(means=layout.sample_positions(vertices)[0], quats=quats,
+    frames, _ = layout.sample_frames(vertices)  # the local rotations are the identity: R_tri itself
+    return Gaussians(means=layout.sample_positions(vertices)[0], quats=rotmat_to_quat(frames[0]),
                      scales=layout.sample(scales)[0].T.clamp(min=1e-8), opacities=layout.sample(opacities)[0, 0],
                      colors=layout.sample(colors)[0].T)
 
@@ -178,6 +175,30 @@ def _refine_colors(
     return colors.detach()
 
 
+#: Hair synthesised for the unseen scalp: strands along v (`quilt_unseen`'s `flow`, texels) and their contrast
+#: boosted: the splats keep about a third of a 2-texel pattern's contrast and two thirds of a 4-texel one in a 256²
+#: view (the seen texels are compensated by the refinement against the photo, the synthesised ones by this gain).
+HAIR_FLOW = 3.0
+HAIR_DETAIL_GAIN = 2.0
+
+
+def _synthesize_unseen(layout: UVLayout, colors: Tensor, confidence: Tensor, defaults: Tensor, hair: Tensor,
+                       skin: Tensor) -> Tensor:  # [B, 3, K, K], [B, 1, K, K], [B, 3, K, K], [B, 3], [B, 3]
+    """`defaults` with the unseen scalp, ear and neck texels synthesised from the seen ones (`uv_synthesis`: each
+    texel's row gives the guide colour; `uv_quilting`: patches of the seen texture draw the detail, hair where the
+    guide is hair-coloured from hair-coloured texels only, skin (a bare nape) likewise)."""
+    exemplars = (layout.region("scalp") | layout.region("neck")) & layout.valid
+    guide, filled = synthesize_unseen(colors, confidence, exemplars | (layout.region("ears") & layout.valid),
+                                      sources=exemplars, hair=hair, skin=skin)
+    cranium = filled & exemplars[None, None]
+    seen_hair, wants_hair = hair_like(colors, hair, skin), hair_like(guide, hair, skin)
+    known = confidence >= MIN_SOURCE_CONFIDENCE
+    for sources, targets, flow, gain in ((seen_hair, wants_hair, HAIR_FLOW, HAIR_DETAIL_GAIN),
+                                         (~seen_hair, ~wants_hair, 0.0, 1.0)):
+        guide, _ = quilt_unseen(colors, known, cranium & targets, sources & exemplars, guide, flow=flow, gain=gain)
+    return torch.where(filled, guide, defaults)
+
+
 def _masked_median(values: Tensor, mask: Tensor) -> Tensor | None:  # [C, K, K], [K, K] bool -> [C] or None
     """Per-channel median of `values` over `mask` (None if the mask is empty)."""
     if not bool(mask.any()):
@@ -217,6 +238,11 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
             sizes on the surface (the relative scale map s of §3.2).
         face_tangent_scale (`float`, *optional*, defaults to 0.55): the same on the face, eye and mouth regions,
             where the photo has detail and is seen head-on (sharper, still closed).
+        strand_scale (`float`, *optional*, defaults to 0.4): on the layout's densely sampled regions (the scalp:
+            several samples per texel along u, around the head, but one every other texel along v), the standard
+            deviation along u, in texel sizes. Narrow along u and `tangent_scale` along v, the splats are short
+            vertical strands: the hair's detail across its strands survives rendering, and the sparse rows stay
+            closed.
         normal_scale (`float`, *optional*, defaults to 0.15): the standard deviation along the normal, in
             texel sizes (flat discs).
         opacity (`float`, *optional*, defaults to 0.98): opacity of every Gaussian.
@@ -258,6 +284,7 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
         edge_feather: float = 0.006,
         tangent_scale: float = 1.0,
         face_tangent_scale: float = 0.55,
+        strand_scale: float = 0.4,
         normal_scale: float = 0.15,
         opacity: float = 0.98,
         hair_color: tuple = (0.22, 0.15, 0.11),
@@ -279,7 +306,7 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
             "depth_tolerance": (depth_tolerance, 0.0, math.inf), "feather_width": (feather_width, 0.0, 0.5),
             "mask_threshold": (mask_threshold, 0.0, 1.0), "edge_feather": (edge_feather, 0.0, 0.25),
             "tangent_scale": (tangent_scale, 1e-3, 100.0),
-            "face_tangent_scale": (face_tangent_scale, 1e-3, 100.0),
+            "face_tangent_scale": (face_tangent_scale, 1e-3, 100.0), "strand_scale": (strand_scale, 1e-3, 100.0),
             "normal_scale": (normal_scale, 1e-4, 100.0), "opacity": (opacity, 0.0, 1.0),
             "neck_shade": (neck_shade, 0.0, 2.0), "mouth_shade": (mouth_shade, 0.0, 2.0),
             "hairline_margin": (hairline_margin, -1.0, 1.0), "min_cosine": (min_cosine, -1.0, 0.99),
@@ -362,28 +389,26 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
         rings = max(1, round(cfg.feather_width * k))
         estimates = [self._default_colors(layout, positions[b], projected[b], seen[b, 0]) for b in range(batch)]
         defaults = _box_blur(torch.stack([e[0] for e in estimates]), valid, max(1, rings // 2))
-        if cfg.synthesize_unseen:
-            # What the photo cannot show (the back of the head, the nape) copies the texture it does show.
-            exemplars = (layout.region("scalp") | layout.region("neck")) & valid
-            synthesized, filled = synthesize_unseen(projected, confidence, exemplars | (layout.region("ears") & valid),
-                                                    sources=exemplars,
-                                                    hair=torch.stack([e[1] for e in estimates]),
-                                                    skin=torch.stack([e[2] for e in estimates]))
-            defaults = torch.where(filled, synthesized, defaults)
-
         # 3. Neutral geometry.
         texel = view.scale_map  # [B, 1, K, K] head units per texel
         # Sharper splats on the face, where the photo has detail and the surface is seen head-on; the default
         # width elsewhere keeps silhouettes, scalp and neck closed.
         face = (layout.region("face") | layout.region("eyes") | layout.region("mouth"))[None, None]
         tangent = torch.where(face, float(cfg.face_tangent_scale), float(cfg.tangent_scale)).float()
-        axes = torch.cat([tangent, tangent, torch.full_like(tangent, float(cfg.normal_scale))], dim=1)
+        dense = torch.zeros_like(valid)
+        for name in layout.dense_regions:
+            dense = dense | layout.region(name)
+        across = torch.where(dense[None, None] & ~face, float(cfg.strand_scale), tangent)
+        axes = torch.cat([across, tangent, torch.full_like(tangent, float(cfg.normal_scale))], dim=1)
         scales = _fill_gutter(texel * axes, valid)
         opacities = torch.full((batch, 1, k, k), float(cfg.opacity), device=image.device)
 
         # 4. Seen colour, else the mirror's seen colour (eq. 7's symmetry prior), else the default; 5. refine the
-        #    seen colours against the photo, then compose again so the mirrored colours follow the refined ones.
+        #    seen colours against the photo; 6. what neither the photo nor its mirror shows (the back of the head,
+        #    the nape) takes texture synthesised from the refined seen colours (which carry the compensation for the
+        #    splats' blur that the refinement found), then compose again so the fallbacks follow the refined colours.
         colors = self._compose(layout, projected, seen, confidence, defaults, rings)
+        refined = colors
         if cfg.refine_steps > 0 and bool(seen.any()):
             fitted = mask >= cfg.mask_threshold if mask is not None else torch.ones_like(image[:, :1], dtype=torch.bool)
             refined = torch.stack([
@@ -391,6 +416,10 @@ class ProjectionAvatarModel(ModelMixin, ConfigMixin):
                                opacities[b : b + 1], colors[b : b + 1], confidence[b : b + 1], image[b : b + 1].float(),
                                fitted[b : b + 1], cfg.refine_steps, cfg.refine_damping, cfg.refine_min_alpha)[0]
                 for b in range(batch)])
+        if cfg.synthesize_unseen:
+            hair, skin = torch.stack([e[1] for e in estimates]), torch.stack([e[2] for e in estimates])
+            defaults = _synthesize_unseen(layout, refined, confidence, defaults, hair, skin)
+        if refined is not colors or cfg.synthesize_unseen:
             colors = torch.where(seen, refined, self._compose(layout, refined, seen, confidence, defaults, rings))
         identity = self.identity_rotation.to(device=image.device, dtype=torch.float32)
         return UVAttributes(

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["MIN_SOURCE_CONFIDENCE", "synthesize_unseen"]
+__all__ = ["MIN_SOURCE_CONFIDENCE", "hair_like", "synthesize_unseen"]
 
 #: Projected colours at least this confident are exemplars (grazing and rim texels are not).
 MIN_SOURCE_CONFIDENCE = 0.6
@@ -25,6 +25,18 @@ MIN_SOURCE_CONFIDENCE = 0.6
 MIN_ROW_SOURCES = 4
 #: Hair and skin colours closer than this (RGB distance) cannot be told apart: every seen texel is a source.
 MIN_HAIR_SKIN_DISTANCE = 0.1
+
+
+def hair_like(
+    colors: Tensor,  # [B, 3, K, K]
+    hair: Tensor,  # [B, 3] the photo's hair colour
+    skin: Tensor,  # [B, 3] the photo's skin colour
+) -> Tensor:  # -> [B, 1, K, K] bool
+    """Texels whose colour is nearer the hair's than the skin's; all of them where the two cannot be told apart."""
+    to_hair = (colors - hair[:, :, None, None]).norm(dim=1, keepdim=True)
+    to_skin = (colors - skin[:, :, None, None]).norm(dim=1, keepdim=True)
+    distinct = (hair - skin).norm(dim=1) > MIN_HAIR_SKIN_DISTANCE
+    return (to_hair < to_skin) | ~distinct[:, None, None, None]
 
 
 def _row_sources(source: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
@@ -71,10 +83,8 @@ def synthesize_unseen(
     allowed = region if sources is None else sources.cpu().numpy().astype(bool)
     for b in range(batch):
         source = (confidence[b, 0].cpu().numpy() >= MIN_SOURCE_CONFIDENCE) & allowed
-        if hair is not None and skin is not None and float((hair[b] - skin[b]).norm()) > MIN_HAIR_SKIN_DISTANCE:
-            to_hair = (colors[b] - hair[b][:, None, None]).norm(dim=0)
-            to_skin = (colors[b] - skin[b][:, None, None]).norm(dim=0)
-            source &= (to_hair < to_skin).cpu().numpy()
+        if hair is not None and skin is not None:
+            source &= hair_like(colors[b : b + 1], hair[b : b + 1], skin[b : b + 1])[0, 0].cpu().numpy()
         columns, nearest = _row_sources(source)
         if (nearest < 0).all():
             continue
