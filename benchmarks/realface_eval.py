@@ -9,6 +9,9 @@ from the source camera and from 36 orbit angles, and print
   >= 22 dB, back texture >= 0.5): the source-view silhouette against the matte, the render against the photo with
   gaps showing the complementary colour, and the texture of the back view (azimuth 180, elevation 10),
 - the time from photo to avatar (tracking + avatar model + binding; renders excluded),
+- identity: CSIM (dlib) of the source-view render against the aligned photo (`fhavatar.metrics.identity`:
+  1 - d/1.2 with d dlib's descriptor distance; a labelled substitute for ArcFace CSIM; >= 0.5 is dlib's "same
+  person", d <= 0.6), the check that the avatar shows the person in the photo,
 - the frontal view's left-right agreement: PSNR between the front render (azimuth 0) and its mirror image inside
   both silhouettes. Not a target: a proxy, to compare versions on one photo, for what the source-view PSNR cannot
   see, a squashed or smeared half of a turned face. Real faces and their lighting are not symmetric (frontal photos
@@ -33,6 +36,7 @@ from PIL import Image
 from fhavatar import FHAvatarPipeline
 from fhavatar.metrics import psnr as image_psnr
 from fhavatar.metrics.full_head import CHIN_LANDMARK, back_texture, face_hull, head_iou, head_rows, matte_psnr
+from fhavatar.metrics.identity import FaceNotFoundError, identity_match
 from fhavatar.rendering import Camera, render_gaussians
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +76,10 @@ def evaluate(path: Path, pipe: FHAvatarPipeline, size: int, out_dir: Path) -> di
         "back_texture": back_texture(orbit_images[18], orbit_alpha[18], target, matte, face, rows),
         "seconds": elapsed,
     }
+    try:  # CSIM (dlib): does the source-view render show the person in the photo?
+        figures["identity"] = identity_match(source.image, target[None]).similarity
+    except FaceNotFoundError:
+        figures["identity"] = float("nan")  # no face found in the render or in the aligned photo
     # Head silhouette = pixels the avatar covers at all; a hole shows as low alpha inside it (eroded by 2 px).
     min_alpha = 1.0
     for alpha in orbit_alpha:
@@ -112,11 +120,14 @@ def main() -> None:
         rows.append(f)
         print(f"{path.name:<50s} face PSNR {f['face_psnr']:5.1f} dB  head IoU {f['head_iou']:.3f}  "
               f"matte PSNR {f['matte_psnr']:5.1f} dB  back texture {f['back_texture']:.3f}  "
-              f"min alpha (36 views) {f['min_alpha']:.3f}  front symmetry {f['symmetry']:5.1f} dB  {f['seconds']:.1f} s")
-    medians = {key: float(np.median([r[key] for r in rows])) for key in rows[0]}
+              f"min alpha (36 views) {f['min_alpha']:.3f}  front symmetry {f['symmetry']:5.1f} dB  "
+              f"CSIM (dlib) {f['identity']:.3f}  {f['seconds']:.1f} s")
+    medians = {key: float(np.nanmedian([r[key] for r in rows])) for key in rows[0]}
+    same = sum(r["identity"] >= 0.5 for r in rows)  # NaN (no face) counts as not the same person
     print(f"{'median':<50s} face PSNR {medians['face_psnr']:5.1f} dB  head IoU {medians['head_iou']:.3f}  "
           f"matte PSNR {medians['matte_psnr']:5.1f} dB  back texture {medians['back_texture']:.3f}  "
-          f"min face PSNR {min(r['face_psnr'] for r in rows):.1f} dB  min alpha {min(r['min_alpha'] for r in rows):.3f}")
+          f"min face PSNR {min(r['face_psnr'] for r in rows):.1f} dB  min alpha {min(r['min_alpha'] for r in rows):.3f}  "
+          f"CSIM (dlib) {medians['identity']:.3f} (same person: {same}/{len(rows)})")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import datetime
 import json
+import logging
 import math
 import platform
 import sys
@@ -25,6 +26,8 @@ from PIL import Image
 
 __all__ = ["EvalSettings", "Sums", "comparability", "ground_truth", "report", "write_outputs"]
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class EvalSettings:
@@ -38,6 +41,7 @@ class EvalSettings:
     lpips_net: str = "alex"
     lpips_backbone: str | None = None
     id_network: str | None = None
+    dlib_csim: bool = True  # CSIM (dlib), the labelled identity substitute that needs no user file
     cross: bool = True  # also run cross-identity reenactment
     cross_sources: str = "both"  # "photos" | "clips" | "both": what re-enacts other clips
     max_cross_pairs: int | None = None
@@ -82,7 +86,8 @@ def ground_truth(tracks: list, size: int, background) -> tuple:  # -> [T, 3, S, 
 
 
 class _Measures:
-    """The metric networks of one run: LPIPS, the optional identity network, the motion analyzer."""
+    """The metric networks of one run: LPIPS, the optional ArcFace network, dlib's identity embedder (CSIM (dlib)),
+    the motion analyzer."""
 
     def __init__(self, settings: EvalSettings, head) -> None:
         # Lazy: `.metrics` and `.head` import diffusers (~2 s), which `evaluate --help` never needs.
@@ -92,6 +97,16 @@ class _Measures:
             warnings.simplefilter("ignore")  # the "not comparable" warning is carried by the table instead
             self.lpips = load_lpips(settings.lpips_net, settings.lpips_backbone, allow_random=settings.lpips_backbone is None)
         self.identity = load_identity_network(settings.id_network) if settings.id_network else None
+        self.dlib, self.dlib_status, self.dlib_missed = None, "off (--no_dlib_csim)", 0
+        if settings.dlib_csim:
+            from .metrics.identity import load_dlib_embedder
+
+            try:
+                self.dlib = load_dlib_embedder()
+                self.dlib_status = f"dlib ResNet ({self.dlib.source})"
+            except (ImportError, OSError, ValueError) as error:  # not installed, or not the expected files
+                self.dlib_status = f"unavailable ({' '.join(str(error).split())})"
+                logger.warning("CSIM (dlib) left out: %s", error)
         self.analyzer = MotionAnalyzer(head)
 
     def analyze(self, frames):  # [T, 3, S, S] -> list[FaceMotion | None]
@@ -108,6 +123,20 @@ class _Measures:
                 lms = [None, None]
             values.append(float(self.identity.similarity(generated[t : t + 1], reference[t : t + 1], *lms)[0]))
         return np.array(values)
+
+    def csim_dlib(self, generated, reference):  # [T,3,S,S], [T or 1,3,S,S] -> ([N], [N] 0/1) or None
+        """CSIM (dlib) and dlib's same-person verdict (0/1) of the frames where dlib finds a face in both images;
+        the others are counted in `dlib_missed`. A single reference image serves every generated frame."""
+        # Lazy: `.metrics` and `.head` import diffusers (~2 s), which `evaluate --help` never needs.
+        from .metrics.identity import DLIB_SAME_PERSON_DISTANCE, dlib_similarity
+
+        if self.dlib is None:
+            return None
+        gen, ref = self.dlib.embed_each(generated, "generated"), self.dlib.embed_each(reference, "reference")
+        ref = ref * len(gen) if len(ref) == 1 else ref
+        distances = np.array([np.linalg.norm(g - r) for g, r in zip(gen, ref) if g is not None and r is not None])
+        self.dlib_missed += len(gen) - len(distances)
+        return dlib_similarity(distances), (distances <= DLIB_SAME_PERSON_DISTANCE).astype(np.float64)
 
     def close(self) -> None:
         self.analyzer.close()
@@ -184,9 +213,13 @@ def comparability(result: dict) -> dict[str, str]:
     same = "same metric (other data)"
     lpips = same if result["lpips_comparable"] else "no: random AlexNet trunk"
     csim = "ArcFace file given (other data)" if result["id_network"] else "n/a: no --id_network"
+    dlib = result.get("dlib", {})
+    dlib_csim = ("no: substitute (dlib ResNet, 1 − d/1.2)" if dlib.get("available") else
+                 "n/a: --no_dlib_csim" if str(dlib.get("status", "")).startswith("off") else "n/a: dlib unavailable")
     sub = "substitute (MediaPipe)"
-    return {"self_psnr": same, "self_ssim": same, "self_lpips": lpips, "self_csim": csim, "self_akd": sub,
-            "self_aed": sub, "self_apd": sub, "cross_csim": csim, "cross_aed": sub, "cross_apd": sub}
+    return {"self_psnr": same, "self_ssim": same, "self_lpips": lpips, "self_csim": csim, "self_csim_dlib": dlib_csim,
+            "self_akd": sub, "self_aed": sub, "self_apd": sub, "cross_csim": csim, "cross_csim_dlib": dlib_csim,
+            "cross_aed": sub, "cross_apd": sub}
 
 
 def report(result: dict, settings: EvalSettings, data: Sequence[str], label: str) -> str:
@@ -209,6 +242,7 @@ def report(result: dict, settings: EvalSettings, data: Sequence[str], label: str
         f"{settings.resolution}² images, motion `{settings.mode}` rendered from the driving crop camera, pipeline "
         f"{settings.pipeline or f'built-in default (K={settings.uv_resolution})'}, LPIPS-{settings.lpips_net} trunk: "
         f"{result['lpips_source']}, identity network: {settings.id_network or 'none'}.",
+        _identity_line(result),
         "- Units: PSNR dB over the whole image (background composited white); AKD pixels of a 512² crop (468 Face "
         "Mesh points); AED mm (OpenHead expression change since frame 0, per coordinate); APD degrees "
         "(yaw/pitch/roll). The paper's AKD/AED/APD use FAN, SMIRK and its own pose protocol: those columns are "
@@ -220,6 +254,19 @@ def report(result: dict, settings: EvalSettings, data: Sequence[str], label: str
     if result["skipped"]:
         lines.append("- Skipped: " + "; ".join(result["skipped"]))
     return "\n".join(lines) + "\n"
+
+
+def _identity_line(result: dict) -> str:
+    """What CSIM (dlib) is, its same-person rates and the frames it could not score."""
+    dlib = result.get("dlib", {})
+    if not dlib.get("available"):
+        return f"- CSIM (dlib): n/a, the dlib identity measure is {dlib.get('status', 'not run')}."
+    rates = [f"{setting} {100 * mean:.0f} %" for setting in ("self", "cross")
+             if (mean := result[setting].mean(f"{setting}_same_person_dlib")) is not None]
+    return ("- CSIM (dlib): a labelled substitute for the paper's ArcFace CSIM, not comparable with it: 1 − d/1.2, d the "
+            "Euclidean distance of dlib's face-recognition ResNet descriptors (`fhavatar.metrics.identity`), so dlib's "
+            f"same-person threshold d = 0.6 reads 0.5; frames judged the same person (d ≤ 0.6): {', '.join(rates) or 'n/a'}; "
+            f"frames where dlib found no face in an output or reference (left out): {dlib['no_face_frames']}.")
 
 
 def _our_means(result: dict) -> dict[str, float | None]:

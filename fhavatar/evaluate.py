@@ -13,10 +13,12 @@ Metrics are averaged over all evaluated frames of all clips (frame 0, the source
 
 Metrics (`fhavatar.metrics`): PSNR, SSIM (11, σ 1.5), LPIPS-Alex v0.1 (`--lpips_backbone`: a torchvision AlexNet
 state dict; without one the torch hub cache is tried, then a random trunk, marked "not comparable"), CSIM of
-ArcFace embeddings (`--id_network`: insightface IResNet weights; n/a without), and AKD / AED / APD measured with
-the project's MediaPipe tracker (substitutes for the paper's FAN / SMIRK / pose networks; see
-`fhavatar.metrics.motion`). Self-reenactment CSIM compares each output with its ground-truth frame, cross-identity
-CSIM with the source crop.
+ArcFace embeddings (`--id_network`: insightface IResNet weights; n/a without), CSIM (dlib), a labelled substitute
+that runs without user files (dlib's face-recognition ResNet, `1 - d / 1.2` with d its descriptor distance, so
+dlib's same-person threshold 0.6 reads 0.5; not comparable with the paper's CSIM; `--no_dlib_csim` skips it; see
+`fhavatar.metrics.identity`), and AKD / AED / APD measured with the project's MediaPipe tracker (substitutes for
+the paper's FAN / SMIRK / pose networks; see `fhavatar.metrics.motion`). Self-reenactment CSIM compares each output
+with its ground-truth frame, cross-identity CSIM with the source crop (both CSIMs alike).
 
 Outputs in `--out` (default `out/eval`): `metrics.md` and `metrics.csv` (Tab. 1/2 layout, the paper's numbers
 beside ours), `per_clip.csv`, `settings.json`; `--save_frames N` also writes N comparison strips per clip
@@ -156,8 +158,12 @@ def evaluate(clips: list[Clip], photos: list[Path], settings: EvalSettings, pipe
                         face = torch.from_numpy(face_region_mask(gt_m[t].landmarks, size, size))[None, None]
                         sums.add("self_psnr_face", _psnr(gen[t : t + 1], gt[t : t + 1], face))
                 csim = measures.csim(gen[1:], gt[1:], gen_m[1:], gt_m[1:])
+                csim_dlib = measures.csim_dlib(gen[1:], gt[1:])
             if csim is not None:
                 sums.add("self_csim", csim)
+            if csim_dlib is not None:
+                sums.add("self_csim_dlib", csim_dlib[0])
+                sums.add("self_same_person_dlib", csim_dlib[1])
             _record("self", clip.name, clip.name, gen, gt, gen_m, gt_m, sums, self_sums, counts, per_clip, settings, out)
         if settings.cross:
             _cross(clips, photos, tracked, settings, pipe, measures, cross_sums, per_clip, skipped, counts, out)
@@ -165,7 +171,9 @@ def evaluate(clips: list[Clip], photos: list[Path], settings: EvalSettings, pipe
         measures.close()
     return {"self": self_sums, "cross": cross_sums, "per_clip": per_clip, "skipped": skipped, "counts": counts,
             "lpips_comparable": measures.lpips.comparable, "lpips_source": measures.lpips.backbone_source,
-            "id_network": settings.id_network}
+            "id_network": settings.id_network,
+            "dlib": {"available": measures.dlib is not None, "status": measures.dlib_status,
+                     "no_face_frames": measures.dlib_missed}}
 
 
 def _cross(clips, photos, tracked, settings, pipe, measures, cross_sums, per_clip, skipped, counts, out) -> None:
@@ -202,6 +210,10 @@ def _cross(clips, photos, tracked, settings, pipe, measures, cross_sums, per_cli
         csim = measures.csim(gen[1:], source_img.expand(len(gen) - 1, -1, -1, -1), gen_m[1:], src_m * (len(gen) - 1))
         if csim is not None:
             sums.add("cross_csim", csim)
+        csim_dlib = measures.csim_dlib(gen[1:], source_img)
+        if csim_dlib is not None:
+            sums.add("cross_csim_dlib", csim_dlib[0])
+            sums.add("cross_same_person_dlib", csim_dlib[1])
         _record("cross", clip_name, name, gen, tracked[clip_name][1], gen_m, drv_m, sums, cross_sums, counts, per_clip,
                 settings, out)
 
@@ -220,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lpips_net", choices=("alex", "vgg"), default="alex")
     parser.add_argument("--lpips_backbone", default=None, help="torchvision AlexNet/VGG16 state dict (.pth/.safetensors)")
     parser.add_argument("--id_network", default=None, help="insightface arcface_torch IResNet weights for CSIM")
+    parser.add_argument("--no_dlib_csim", action="store_true", help="skip CSIM (dlib), the labelled identity "
+                        "substitute computed with dlib's face-recognition network (no user file needed)")
     parser.add_argument("--no_cross", action="store_true", help="skip cross-identity reenactment")
     parser.add_argument("--cross_sources", choices=("photos", "clips", "both"), default="both")
     parser.add_argument("--max_cross_pairs", type=int, default=None)
@@ -242,7 +256,8 @@ def _settings(args: argparse.Namespace) -> EvalSettings:
             checked_file(value, f"--{name}")
     return EvalSettings(max_frames=args.max_frames, frame_stride=args.frame_stride, resolution=args.resolution,
                         uv_resolution=args.uv_resolution, mode=args.mode, lpips_net=args.lpips_net,
-                        lpips_backbone=args.lpips_backbone, id_network=args.id_network, cross=not args.no_cross,
+                        lpips_backbone=args.lpips_backbone, id_network=args.id_network,
+                        dlib_csim=not args.no_dlib_csim, cross=not args.no_cross,
                         cross_sources=args.cross_sources, max_cross_pairs=args.max_cross_pairs,
                         pipeline=args.pipeline, device=args.device, save_frames=args.save_frames)
 

@@ -17,6 +17,20 @@ inside the module, differentiably (an affine `grid_sample`), in one of two ways:
   framing, 36 cm side centred on `CROP_CENTRE_CM`). It is computed once from where the five points of
   MediaPipe's canonical face land in such a crop for a frontal head seen by the PanoHead camera, so frontal and
   moderately turned faces are aligned as the template expects; for strongly turned faces pass landmarks.
+
+CSIM (dlib), the substitute that needs no user file. `DlibFaceEmbedder` runs dlib's face-recognition ResNet
+(128-d descriptors, 99.38 % on LFW) on faces found by dlib's HOG detector (its CNN detector when HOG finds none) and
+aligned by its 5-point predictor, with the model files of the `face-recognition-models` package (requirements.txt).
+Its descriptors are compared by Euclidean distance d, and dlib calls two faces the same person when
+d <= 0.6 (`DLIB_SAME_PERSON_DISTANCE`); raw cosines are uninformative here (strangers score 0.84-0.86). The
+reported similarity is therefore `1 - d / 1.2` (`dlib_similarity`): 1 for identical descriptors, 0.5 exactly at
+dlib's threshold, ~0.7-0.9 for frames of one person and ~0.15-0.45 for strangers on the shared photos. It is
+labelled "CSIM (dlib)" wherever it is reported: it is not the paper's ArcFace CSIM and not comparable with it.
+`identity_match(render, photo)` is the one-call form (similarity, same person?) for checking an avatar.
+Licences: the three files loaded (`DLIB_MODEL_FILES`: CNN face detector, 5-point predictor, ResNet; sha256-checked)
+are Davis King's, released into the public domain (the package's LICENSE is CC0 1.0); the package's 68-point
+predictor (iBUG 300-W data, no commercial use) is never opened. dlib itself is Boost-licensed. The implementation
+is in `_identity_dlib.py`.
 """
 
 from __future__ import annotations
@@ -32,16 +46,36 @@ from torch import Tensor, nn
 
 from ..head.canonical_face import canonical_face
 from ._common import check_images, load_state_dict_file
+from ._identity_dlib import (
+    DLIB_CSIM_LABEL,
+    DLIB_SAME_PERSON_DISTANCE,
+    DlibFaceEmbedder,
+    FaceNotFoundError,
+    IdentityMatch,
+    dlib_model_files,
+    dlib_similarity,
+    identity_match,
+    load_dlib_embedder,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "ARCFACE_TEMPLATE_112",
+    "DLIB_CSIM_LABEL",
+    "DLIB_SAME_PERSON_DISTANCE",
+    "DlibFaceEmbedder",
+    "FaceNotFoundError",
     "IResNet",
+    "IdentityMatch",
     "IdentityNetwork",
     "aligned_crop_five_points",
     "cosine_similarity",
+    "dlib_model_files",
+    "dlib_similarity",
     "five_points_from_mediapipe",
+    "identity_match",
+    "load_dlib_embedder",
     "load_identity_network",
     "similarity_to_template",
 ]
@@ -300,4 +334,5 @@ def load_identity_network(path: str | Path, device: str | torch.device | None = 
     logger.info("identity network IResNet%s (%d-d) from %s", backbone.layers, backbone.num_features, path)
     network = IdentityNetwork(backbone, source=str(path))
     return network.to(device) if device is not None else network
+
 

@@ -1,4 +1,8 @@
-"""Tables in the layout of the paper's Tab. 1/2 (Markdown and CSV), with the paper's own numbers beside ours."""
+"""Tables in the layout of the paper's Tab. 1/2 (Markdown and CSV), with the paper's own numbers beside ours.
+
+Labelled substitutes that the paper has no column for (`SUBSTITUTE_COLUMNS`: CSIM (dlib)) are shown right after the
+paper's column they stand in for, whenever a row or a note has them.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["COLUMNS", "PAPER_ROWS", "format_markdown_table", "write_csv_table"]
+__all__ = ["COLUMNS", "PAPER_ROWS", "SUBSTITUTE_COLUMNS", "format_markdown_table", "table_columns", "write_csv_table"]
 
 #: (key, setting, header) of every column, in the paper's order.
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -23,6 +27,11 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("cross_apd", "Cross-identity", "APD ↓"),
 )
 _KEYS = tuple(key for key, _, _ in COLUMNS)
+#: (key, setting, header, the paper's column it follows) of the labelled substitutes (`fhavatar.metrics.identity`).
+SUBSTITUTE_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
+    ("self_csim_dlib", "Self-reenactment", "CSIM (dlib) ↑", "self_csim"),
+    ("cross_csim_dlib", "Cross-identity", "CSIM (dlib) ↑", "cross_csim"),
+)
 
 #: The paper's "Ours" rows (Tab. 1: VFHQ test split; Tab. 2: 20 HDTF videos), for reference only: other data,
 #: the paper's trained model, and its own metric networks.
@@ -34,7 +43,7 @@ PAPER_ROWS: dict[str, dict[str, float]] = {
 }
 
 #: Decimals per column when printing (as in the paper).
-_DECIMALS = {"psnr": 2, "ssim": 4, "lpips": 4, "csim": 4, "akd": 3, "aed": 4, "apd": 4}
+_DECIMALS = {"psnr": 2, "ssim": 4, "lpips": 4, "csim": 4, "csim_dlib": 4, "akd": 3, "aed": 4, "apd": 4}
 
 
 def _fmt(key: str, value) -> str:
@@ -45,17 +54,33 @@ def _fmt(key: str, value) -> str:
     return f"{value:.{_DECIMALS[key.split('_', 1)[1]]}f}"
 
 
+def table_columns(
+    rows: Sequence[tuple[str, Mapping[str, float | None]]],
+    notes: Mapping[str, str] | None = None,
+) -> tuple[tuple[str, str, str], ...]:
+    """`COLUMNS`, plus each substitute column that a row or `notes` has a key for, after the column it follows."""
+    present = {key for _, values in rows for key in values} | set(notes or ())
+    columns = []
+    for column in COLUMNS:
+        columns.append(column)
+        columns += [(key, setting, title) for key, setting, title, after in SUBSTITUTE_COLUMNS
+                    if after == column[0] and key in present]
+    return tuple(columns)
+
+
 def format_markdown_table(
     rows: Sequence[tuple[str, Mapping[str, float | None]]],
     notes: Mapping[str, str] | None = None,
 ) -> str:
     """A Markdown table: one row per `(label, {column key: value})`, then a "comparable?" row from `notes`."""
-    header = "| Method | " + " | ".join(f"{setting.split('-')[0]}: {title}" for _, setting, title in COLUMNS) + " |"
-    lines = [header, "|" + "---|" * (len(COLUMNS) + 1)]
+    columns = table_columns(rows, notes)
+    keys = [key for key, _, _ in columns]
+    header = "| Method | " + " | ".join(f"{setting.split('-')[0]}: {title}" for _, setting, title in columns) + " |"
+    lines = [header, "|" + "---|" * (len(columns) + 1)]
     for label, values in rows:
-        lines.append(f"| {label} | " + " | ".join(_fmt(key, values.get(key)) for key in _KEYS) + " |")
+        lines.append(f"| {label} | " + " | ".join(_fmt(key, values.get(key)) for key in keys) + " |")
     if notes:
-        lines.append("| *comparable with the paper?* | " + " | ".join(notes.get(key, "") for key in _KEYS) + " |")
+        lines.append("| *comparable with the paper?* | " + " | ".join(notes.get(key, "") for key in keys) + " |")
     return "\n".join(lines)
 
 
@@ -66,15 +91,16 @@ def write_csv_table(
 ) -> Path:
     """The same table as CSV (`method` + one column per metric key; empty cells for n/a)."""
     path = Path(path)
+    keys = [key for key, _, _ in table_columns(rows, notes)]
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["method", *_KEYS])
+        writer.writerow(["method", *keys])
         for label, values in rows:
             cells = []
-            for key in _KEYS:
+            for key in keys:
                 value = values.get(key)
                 cells.append("" if value is None or (isinstance(value, float) and math.isnan(value)) else value)
             writer.writerow([label, *cells])
         if notes:
-            writer.writerow(["comparable with the paper?", *(notes.get(key, "") for key in _KEYS)])
+            writer.writerow(["comparable with the paper?", *(notes.get(key, "") for key in keys)])
     return path
