@@ -4,9 +4,10 @@ PanoHead-framed crops show the top of the torso, and the paper's orbits keep it.
 built-in default builds it from the photo: every foreground pixel below the chin that the head avatar does not cover
 lies on a vertical elliptic cylinder (a simple chest), sampled row by row evenly around so it is closed from every
 side: points facing the camera take the photo's colour, points facing away (the back, which the photo cannot show)
-the colour of the photo in front of them, so clothes stay clothes. Per image row the cylinder's centre and width
-follow the outline of the foreground part below the chin that holds the neck (the body; a raised hand or a second
-person is not), seen from the photo's camera; its depth is `DEPTH_RATIO` of its width. The Gaussians live in head
+and the shoulders' lid the colour just inside the outline on their side (what wraps around the body there: long hair
+behind the shoulders, a collar, a sleeve). Per image row the cylinder's axis passes through the middle of the outline
+of the foreground part below the chin that holds the neck (the body; a raised hand or a second person is not), seen
+from the photo's camera at the body's distance; its width follows the outline, its depth is `DEPTH_RATIO` of it. The Gaussians live in head
 space and are not skinned: the head turns and nods above them.
 """
 
@@ -35,8 +36,11 @@ START_ABOVE_CHIN = 0.04
 MIN_PIXELS = 30
 #: The shoulders' lid closes the top ring down to this fraction of its size (about the neck's width).
 LID_INNER = 0.35
+#: A point the photo cannot show takes the colour this fraction of the row's width inside its side of the outline
+#: (not the outline's own pixels, which mix in the background).
+BACK_INSET = 0.06
 #: Gaussian standard deviation along the surface, in pixel footprints (neighbours overlap: a closed surface).
-FOOTPRINT_SIGMA = 0.75
+FOOTPRINT_SIGMA = 1.0
 
 
 def _row_edges(matte: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # [R, R] -> [R] x3
@@ -66,9 +70,9 @@ def _ring_parameters(body: np.ndarray, camera: Camera, body_centre: Tensor) -> t
     view = camera.position[0] - body_centre.float()
     yaw = math.atan2(float(view[0]), float(view[2]))
     semi_x = half / math.sqrt(math.cos(yaw) ** 2 + (DEPTH_RATIO * math.sin(yaw)) ** 2)
-    # The outline's middle gives the axis's x; the axis keeps the body centre's depth.
-    centre_z = torch.full_like(semi_x, float(body_centre[2]))
-    params = torch.stack([middle[:, 0], middle[:, 1], centre_z, semi_x, DEPTH_RATIO * semi_x], -1)
+    # The axis passes through the outline's middle, at the body centre's distance from the camera (seen from the
+    # side, the middle moves along the head's z, not its x).
+    params = torch.stack([middle[:, 0], middle[:, 1], middle[:, 2], semi_x, DEPTH_RATIO * semi_x], -1)
     focal = float(camera.pixel_intrinsics(size, size)[0, 0, 0])
     return params, row_ids, depth / focal
 
@@ -135,16 +139,24 @@ def build_bust(
     normals = F.normalize(torch.stack([torch.cos(angle) / ax[ring], torch.zeros_like(angle),
                                        torch.sin(angle) / az[ring]], -1), dim=-1)
     normals[is_lid[ring]] = torch.tensor([0.0, 1.0, 0.0])  # the lid faces up (+y)
+    # Seen by the photo's camera; the lid never is (edge-on at best): from above it shows what lies on the shoulders.
+    facing = ((normals * (camera.position[0].float() - points)).sum(-1) > 0) & ~is_lid[ring]
     # A flat disc looks the same from both sides: keep normals in the +z half (quat_from_z_to's safe side).
     normals = normals * torch.where(normals[:, 2:] < 0, -1.0, 1.0)
 
-    # Colours: the photo at the point's pixel on its ring's row (the front its own, the back, which the photo cannot
-    # show, the colour in front of it); a pixel off the body (behind the head's neck, past a concave outline) takes
-    # the nearest body pixel of the row.
+    # Colours: a point facing the camera takes the photo at its pixel on its ring's row (a pixel off the body, behind
+    # the head's neck or past a concave outline, the nearest body pixel of the row). A point facing away, which the
+    # photo cannot show, takes the colour just inside the row's outline on its own side: what wraps around the body
+    # there (long hair falling behind the shoulders, the back of a collar or a sleeve), not what is in front of it.
     pixels, _ = camera.project(points[None], size, size)
-    col = pixels[0, :, 0].floor().long().clamp(0, size - 1)
+    x = pixels[0, :, 0]
+    col = x.floor().long().clamp(0, size - 1)
     row = torch.from_numpy(row_ids)[owner[ring]]
     row_body = torch.from_numpy(body)[row]  # [P, R]
+    left, right, _ = (torch.from_numpy(e) for e in _row_edges(body))
+    inset = (BACK_INSET * (right[row] - left[row])).clamp(min=1)
+    edge = torch.where(x < (left[row] + right[row]) / 2, left[row] + inset, right[row] - inset)
+    col = torch.where(facing, col, edge.floor().long().clamp(0, size - 1))
     distance = (torch.arange(size)[None, :] - col[:, None]).abs().float()
     nearest = torch.where(row_body, distance, torch.full_like(distance, float("inf"))).argmin(1)
     col = torch.where(row_body.gather(1, col[:, None])[:, 0], col, nearest)

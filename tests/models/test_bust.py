@@ -90,6 +90,25 @@ def test_the_shoulders_have_a_lid(avatar):
     assert float(radius.min()) < 0.5 * float(radius.max())  # rings inside the outermost one: a lid, not a rim
 
 
+def test_what_the_photo_cannot_show_takes_the_outline_sides_colour(avatar):
+    """The bust's back shows what wraps around the body at its sides (hair, a collar), not the front's colours."""
+    _, avatar = avatar
+    track = avatar.source_track
+    chin = float(track.landmarks[152, 1])
+    matte = np.zeros((512, 512), dtype=np.float32)
+    matte[int(chin) + 10 :, 150:360] = 1.0
+    image = torch.zeros(3, 512, 512)
+    image[0, :, 150:190] = 1.0  # red at the left side of the body
+    image[2, :, 320:360] = 1.0  # blue at its right side
+    image[1, :, 190:320] = 1.0  # green in the middle
+    bust = build_bust(image, torch.from_numpy(matte), torch.zeros(128, 128), track.camera, chin,
+                      torch.tensor([0.0, -0.2, -0.05]))
+    facing = (bust.means - track.camera.position[0]).norm(dim=-1)
+    back = facing > facing.median()  # the far half
+    assert float(bust.colors[back, 1].max()) < 0.5  # no front (green) colour on the back
+    assert float(bust.colors[back, 0].mean()) > 0.3 and float(bust.colors[back, 2].mean()) > 0.3  # both sides'
+
+
 def test_the_body_under_the_neck_is_chosen_over_a_bigger_neighbour(avatar):
     """A second, larger person beside the subject does not become the bust."""
     _, avatar = avatar
