@@ -175,11 +175,13 @@ def _refine_colors(
     return colors.detach()
 
 
-#: Hair synthesised for the unseen scalp: strands along v (`quilt_unseen`'s `flow`, texels) and their contrast
-#: boosted: the splats keep about a third of a 2-texel pattern's contrast and two thirds of a 4-texel one in a 256²
-#: view (the seen texels are compensated by the refinement against the photo, the synthesised ones by this gain).
-HAIR_FLOW = 3.0
-HAIR_DETAIL_GAIN = 2.0
+#: Hair synthesised for the unseen scalp: strands along v (`quilt_unseen`'s `flow`, texels), a prior, not a measurement:
+#: the photo sees the hair on top and in front, combed every way, but behind it falls down from the crown (the seen
+#: texture's own direction gave leopard-spot backs); and their contrast boosted: the splats keep about a third of a
+#: 2-texel pattern's contrast and two thirds of a 4-texel one in a 256² view (the seen texels are compensated by the
+#: refinement against the photo, the synthesised ones by this gain).
+HAIR_FLOW = 8.0
+HAIR_DETAIL_GAIN = 2.5
 
 
 def _synthesize_unseen(layout: UVLayout, colors: Tensor, confidence: Tensor, defaults: Tensor, hair: Tensor,
