@@ -40,7 +40,7 @@ LID_INNER = 0.35
 #: (not the outline's own pixels, which mix in the background).
 BACK_INSET = 0.06
 #: Gaussian standard deviation along the surface, in pixel footprints (neighbours overlap: a closed surface).
-FOOTPRINT_SIGMA = 1.0
+FOOTPRINT_SIGMA = 0.75
 
 
 def _row_edges(matte: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # [R, R] -> [R] x3
