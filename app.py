@@ -1,8 +1,10 @@
 """FHAvatar Space (Gradio): layout and wiring only. The service (`fhavatar.app_service.AvatarService`) checks each
 request and calls `FHAvatarPipeline`; this file lays out the tabs and connects them to its methods.
 
-Create: a photo -> a 360° orbit video, a front render and the avatar as a 3DGS `.ply`.
-Animate: a driving video -> the avatar re-enacting it, side by side with the clip (re-uses the avatar of Create).
+Create: a photo -> the avatar in a 3D viewer (Gaussian splats in the browser), a 360° orbit video, a front render,
+the avatar as a 3DGS `.ply` and as a re-animatable avatar file (`.safetensors`).
+Animate: a driving video -> the avatar re-enacting it, side by side with the clip; or, without a clip, a built-in
+motion (talk, smile, nod, shake, look around, blink). It re-uses the avatar of Create, or an uploaded avatar file.
 
 Run `python app.py [--model DIR_OR_REPO]` (or set FHAVATAR_MODEL); without a model it runs the built-in
 default (OpenHead + the training-free projection avatar), which needs no download.
@@ -25,8 +27,10 @@ from fhavatar.app_service import (
     MAX_PHOTO_MEGAPIXELS,
     MAX_SIZE,
     MAX_VIDEO_SECONDS,
+    MOTION_CHOICES,
     QUEUE_SIZE,
     STATE_TTL_S,
+    VIEWER_HEIGHT_PX,
     AvatarService,
     limit_malloc_arenas,
     on_gpu,
@@ -60,21 +64,30 @@ def build_demo(service: AvatarService) -> gr.Blocks:
                         background = gr.ColorPicker(value="#ffffff", label="Background colour")
                     create = gr.Button("Create avatar", variant="primary")
                 with gr.Column():
-                    orbit = gr.Video(label="360° orbit", autoplay=True)
-                    front = gr.Image(label="Front render", type="filepath")
-                    ply = gr.File(label="avatar.ply (3D Gaussian splats)")
+                    viewer = gr.Model3D(label="3D avatar (drag to turn, scroll to zoom)", height=VIEWER_HEIGHT_PX,
+                                        interactive=False)
+                    with gr.Row():
+                        orbit = gr.Video(label="360° orbit", autoplay=True)
+                        front = gr.Image(label="Front render", type="filepath")
+                    with gr.Row():
+                        ply = gr.File(label="avatar.ply (3D Gaussian splats)")
+                        kept = gr.File(label="avatar.safetensors (keep it: Animate takes it instead of the photo)")
         with gr.Tab("Animate"):
             with gr.Row():
                 with gr.Column():
+                    avatar_upload = gr.File(label="Avatar file (optional: an avatar.safetensors from Create, instead "
+                                            "of the photo)", file_types=[".safetensors"])
                     driving = gr.Video(label=f"Driving video (≤ {MAX_VIDEO_SECONDS:.0f} s)", sources=["upload", "webcam"])
-                    mode = gr.Radio(["relative", "absolute"], value="relative", label="Motion transfer")
+                    motion = gr.Radio(MOTION_CHOICES, value="talk", label="Built-in motion (when no driving video is given)")
+                    mode = gr.Radio(["relative", "absolute"], value="relative", label="Motion transfer (driving video)")
                     animate = gr.Button("Animate", variant="primary")
                 with gr.Column():
-                    reenact = gr.Video(label="Re-enactment (avatar | driving clip)", autoplay=True)
-        create.click(on_gpu(service.create), [photo, frames, size, elevation, background], [orbit, front, ply, avatar_state],
-                     api_name="create_avatar", concurrency_id=CONCURRENCY_ID)
-        animate.click(on_gpu(service.animate), [photo, driving, mode, size, avatar_state], [reenact], api_name="animate",
-                      concurrency_id=CONCURRENCY_ID)
+                    reenact = gr.Video(label="Animation (avatar | driving clip, or the built-in motion)", autoplay=True)
+        create.click(on_gpu(service.create), [photo, frames, size, elevation, background],
+                     [orbit, front, ply, avatar_state, viewer, kept], api_name="create_avatar",
+                     concurrency_id=CONCURRENCY_ID)
+        animate.click(on_gpu(service.animate), [photo, driving, mode, size, avatar_state, motion, avatar_upload],
+                      [reenact], api_name="animate", concurrency_id=CONCURRENCY_ID)
     return demo
 
 

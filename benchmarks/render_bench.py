@@ -85,13 +85,19 @@ def _render_fns(head: Gaussians, camera: Camera, size: int, device: str):
         for v in leaves.values():
             v.grad = None
 
-    return forward, forward_backward
+    def forward_autograd():  # the forward as every render ran before issue 20: fresh arrays, serial binning
+        render_gaussians(Gaussians(**leaves), camera, size, size, background=bg)
+
+    return forward, forward_backward, forward_autograd
 
 
 def bench_device(head: Gaussians, camera: Camera, size: int, repeats: int, device: str) -> dict[str, float]:
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    forward, forward_backward = _render_fns(head.to(device), camera.to(device), size, device)
-    return {"forward": _median_ms(forward, repeats, sync), "forward+backward": _median_ms(forward_backward, repeats, sync)}
+    forward, forward_backward, forward_autograd = _render_fns(head.to(device), camera.to(device), size, device)
+    timings = {"forward": _median_ms(forward, repeats, sync), "forward+backward": _median_ms(forward_backward, repeats, sync)}
+    if device == "cpu":
+        timings["forward, autograd path (pre-issue-20 forward)"] = _median_ms(forward_autograd, repeats, sync)
+    return timings
 
 
 def bench_cpu_time(head: Gaussians, camera: Camera, size: int, repeats: int) -> dict[str, float]:
@@ -99,7 +105,7 @@ def bench_cpu_time(head: Gaussians, camera: Camera, size: int, repeats: int) -> 
     threads = numba.get_num_threads(), torch.get_num_threads()
     _set_threads(1)
     try:
-        forward, forward_backward = _render_fns(head, camera, size, "cpu")
+        forward, forward_backward, _ = _render_fns(head, camera, size, "cpu")
         return {"forward": _min_cpu_ms(forward, repeats), "forward+backward": _min_cpu_ms(forward_backward, repeats)}
     finally:
         numba.set_num_threads(threads[0])
@@ -179,6 +185,8 @@ def main() -> None:
     print(f"CPU (fhavatar rasterizer, wall clock, {n_threads} thread{'s' * (n_threads != 1)}, {numba.threading_layer()} layer):")
     for name, ms in cpu.items():
         print(_row(name, ms))
+    print(f"  no-gradient forward (scratch arrays, parallel binning) vs the autograd path's forward: "
+          f"{cpu['forward, autograd path (pre-issue-20 forward)'] / cpu['forward']:.2f}x faster")
     cpu_time = bench_cpu_time(head, camera, args.size, args.repeats)
     print("CPU time on one thread (process_time, fastest run; hardly affected by other processes):")
     for name, ms in cpu_time.items():

@@ -33,7 +33,7 @@ ROOT = HERE.parent
 #: Scripts run by `make bench`, in order, with their cheap settings and a cap on their wall time (seconds).
 SCRIPTS: tuple[tuple[str, tuple[str, ...], int], ...] = (
     ("render_bench.py", ("--repeats", "3"), 150),
-    ("reenact_bench.py", ("--repeats", "3", "--frames", "12", "--size", "512"), 200),
+    ("reenact_bench.py", ("--repeats", "3", "--frames", "24"), 240),
     ("app_latency_bench.py", ("--repeats", "3", "--orbit", "12", "--size", "256", "--frames", "12"), 200),
     ("memory_bench.py", ("--frames", "8", "--orbit", "8", "--size", "512"), 120),
     ("pipeline_bench.py", ("--frames", "12", "--clip-frames", "12", "--size", "256"), 150),

@@ -18,13 +18,22 @@ avatar was built from) and driving `FaceTrack`s into per-frame `OpenHeadParams` 
 - `use_driving_camera=True`: each frame is seen from the driving frame's own camera (its crop camera around the
   canonical head), which already carries the driver's head pose, so `global_rotation` and `translation` are zero;
   the non-rigid parameters still follow `mode`.
+
+A video loop then poses the avatar and renders, frame by frame: `avatar.gaussians(frame_params(params, t))` (the
+head model for one frame, then the avatar's compiled re-posing), each frame inside `FrameThreads.frame()`: one
+PyTorch thread (`single_torch_thread`: the loop's own tensor operations are small) and the number of numba threads
+that renders fastest on this machine now (timed, not guessed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import fields
 from typing import Literal
 
+import numba
 import numpy as np
 import torch
 
@@ -33,7 +42,7 @@ from .rendering.cameras import PANOHEAD_FOCAL, Camera
 from .rotations import axis_rotation_np, matrix_to_axis_angle
 from .tracking.face_track import FaceTrack
 
-__all__ = ["frame_pose", "transfer_motion"]
+__all__ = ["FrameThreads", "frame_params", "frame_pose", "single_torch_thread", "transfer_motion"]
 
 _NON_RIGID = ("expression", "jaw", "neck", "eyes")
 
@@ -122,3 +131,86 @@ def transfer_motion(
     params = OpenHeadParams(global_rotation=matrix_to_axis_angle(torch.from_numpy(rotations)).to(like),
                             translation=torch.tensor(translations).to(like), **fields)
     return params, cameras
+
+
+def frame_params(params: OpenHeadParams, t: int) -> OpenHeadParams:
+    """Frame `t` of per-frame parameters (batch T, from `transfer_motion`) as a batch of one (views, not copies).
+
+    A loop poses the head one frame at a time (`avatar.gaussians(frame_params(params, t))`): cheaper per frame than
+    posing the whole clip at once (no `[T, V, ...]` intermediates), the same vertices, and what a live loop does.
+    """
+    if not isinstance(params, OpenHeadParams):
+        raise TypeError(f"`params` must be OpenHeadParams (from transfer_motion), got {type(params).__name__}.")
+    count = params.batch_size
+    if isinstance(t, bool) or not isinstance(t, int) or not -count <= t < count:
+        raise ValueError(f"`t` must be a frame index in [0, {count}), got {t!r}.")
+    t %= count
+    return OpenHeadParams(**{f.name: getattr(params, f.name)[t : t + 1] for f in fields(params)})
+
+
+@contextmanager
+def single_torch_thread() -> Iterator[None]:
+    """Run the body with one PyTorch intra-op thread (this thread's setting, restored afterwards).
+
+    A render loop's tensor operations are small, and the CPU rasterizer has its own (numba) threads: PyTorch's
+    OpenMP workers, spinning after each small operation, only take cores from them (on a busy 2-core machine a
+    100K-row operation was measured 100x slower with 2 threads than with 1).
+    """
+    previous = torch.get_num_threads()
+    if previous == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+class FrameThreads:
+    """Thread settings of a CPU video loop, frame by frame (`with threads.frame(): ...` around each frame's work).
+
+    PyTorch gets one thread (`single_torch_thread`). numba, which does the work, gets as many threads as pay off:
+    every core on a quiet machine, but one when other processes hold the cores: there the threads of each parallel
+    step wait on each other (measured on 2 cores at load 5: a 256² frame took 100 ms with 2 threads, 30 ms with 1).
+    The choice is timed, not guessed: after a warm-up frame (compilation), one frame runs with all threads and the
+    next with one; one thread is kept only if it was clearly faster, and every `recheck` frames the other setting
+    is timed again (a frame at the slower setting: ~2% of the frames on a quiet machine). Images do not depend on it
+    (the kernels give the same bits on any number of threads). numba's setting is per calling thread and restored
+    after each frame, so concurrent loops (an app's sessions) do not disturb each other.
+    """
+
+    def __init__(self, recheck: int = 48):
+        self.most, self.recheck = numba.get_num_threads(), max(int(recheck), 3)
+        self.count, self.chosen = 0, self.most
+        self.timings: dict[int, float] = {}
+
+    def _plan(self) -> tuple[int, bool]:
+        """(threads for this frame, whether it is timed)."""
+        if self.most == 1 or self.count == 0:
+            return self.chosen, False
+        phase = (self.count - 1) % self.recheck
+        if phase == 0:
+            return self.chosen, True
+        if phase == 1:
+            return (1 if self.chosen != 1 else self.most), True
+        return self.chosen, False
+
+    @contextmanager
+    def frame(self) -> Iterator[None]:
+        threads, timed = self._plan()
+        previous = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        start = time.perf_counter()
+        try:
+            with single_torch_thread():
+                yield
+        finally:
+            numba.set_num_threads(previous)
+            if timed:
+                self.timings[threads] = time.perf_counter() - start
+                if len(self.timings) == 2:  # one thread must win by 10%: all cores is the default for a reason
+                    one, most = self.timings[1], self.timings[self.most]
+                    self.chosen = 1 if one < 0.9 * most else self.most
+                    self.timings = {}
+            self.count += 1

@@ -5,9 +5,15 @@ barycentrics give its anchor on the surface, and its offset, rotation and scale 
 *local frame*, so `Avatar.gaussians(params)` re-poses the whole avatar with the head model alone.
 
 Local frame of a triangle: `R_tri = [t | b | n]`, tangent along +u of the atlas, bitangent, outward normal
-(`fhavatar.head.uv.triangle_frames`). Triangle scale `k_tri = sqrt(area)`. A Gaussian stores `offset / k_src` and `scale / k_src`; posed, it is at
+(`fhavatar.head.uv.triangle_frames`). Triangle scale `k_tri = sqrt(area)`. A Gaussian stores `offset / k_src` and
+`scale / k_src`; posed, it is at
 `barycentric point + R_tri @ (k_tri * offset_local)` with rotation `R_tri ∘ q_local` and scale
 `k_tri * scale_local` (so `k = k_posed / k_src` multiplies the source values).
+
+Speed: on the CPU without gradients, `gaussians` runs the compiled re-posing of `fhavatar._posing` (one frame per
+used triangle, one pass over the Gaussians, the per-avatar constants cached on the avatar and rebuilt when a tensor
+they come from is replaced or changed in place); it gives the same bits as `reference_gaussians`, these formulas in
+torch, which runs otherwise (autograd, CUDA) and is what the tests and `benchmarks/reenact_bench.py` compare with.
 
 Files: `save_ply` writes the standard 3DGS binary PLY that common viewers open (`fhavatar.io.ply`, whose
 `save_gaussians_ply` / `load_gaussians_ply` / `PLY_PROPERTIES` / `SH_C0` are re-exported here); `save`/`Avatar.load`
@@ -18,13 +24,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import _posing
 from .head.uv import UVLayout, triangle_frames
 from .io import read_safetensors
 from .io.ply import PLY_PROPERTIES, SH_C0, load_gaussians_ply, save_gaussians_ply
@@ -200,8 +212,39 @@ class Avatar:
             vertices (`Tensor` of shape `[V, 3]` or `[1, V, 3]`, *optional*): posed vertices instead of params.
 
         Returns:
-            `Gaussians` with `means [N, 3]`, `quats [N, 4]`, `scales [N, 3]`, `opacities [N]`, `colors [N, 3]`.
+            `Gaussians` with `means [N, 3]`, `quats [N, 4]`, `scales [N, 3]`, `opacities [N]`, `colors [N, 3]`
+            (the bust's Gaussians, if any, follow the head's). `opacities` and `colors` are the avatar's own
+            tensors (not copies) when there is no bust, as `reference_gaussians` returns them, and one concatenation
+            shared by every call when there is one.
+
+        On the CPU, without gradients, the compiled re-posing (`fhavatar._posing`: one frame per triangle, one pass
+        over the Gaussians, the per-avatar constants cached) gives the same bits as `reference_gaussians`, the
+        readable torch formulas, which run otherwise (autograd, CUDA).
         """
+        vertices = self._posed(params, vertices)
+        if not self._compiled_posing(vertices):
+            return self._reference(vertices)
+        cache = self._posing_cache()
+        verts = vertices.detach().contiguous().numpy()
+        means, quats, scales = torch.empty(cache.size, 3), torch.empty(cache.size, 4), torch.empty(cache.size, 3)
+        with cache.work() as work:
+            _posing.pose_faces(verts, cache.corners, cache.uv_edges, work)
+            bad = _posing.pose_gaussians(verts, cache.corners, cache.slot, *cache.bound, work["frames"],
+                                         work["scales"], work["quats"], *cache.fixed, means.numpy(), quats.numpy(),
+                                         scales.numpy())
+        if bad:  # non-finite vertices: the readable path raises the error it always raised
+            return self._reference(vertices)
+        # Checked: the posed values are finite (just above), scales >= 1e-8 by the clamp, unit quaternions times
+        # the avatar's rotations, the rest validated when the cache was built.
+        return Gaussians.checked(means=means, quats=quats, scales=scales, opacities=cache.opacities,
+                                 colors=cache.colors)
+
+    def reference_gaussians(self, params: Any = None, vertices: Tensor | None = None) -> Gaussians:
+        """`gaussians` by the straightforward torch formulas of the module docstring: a triangle frame per Gaussian,
+        differentiable, on any device. The readable reference the compiled re-posing is tested against."""
+        return self._reference(self._posed(params, vertices))
+
+    def _posed(self, params: Any, vertices: Tensor | None) -> Tensor:  # -> [V, 3]
         if vertices is not None:
             if params is not None:
                 raise ValueError("Give `params` or `vertices`, not both.")
@@ -210,9 +253,10 @@ class Avatar:
             if tuple(vertices.shape) != tuple(self.source_vertices.shape):
                 raise ValueError(f"`vertices` must have shape {list(self.source_vertices.shape)}, got "
                                  f"{list(vertices.shape)}.")
-            vertices = vertices.to(self.source_vertices)
-        else:
-            vertices = self.posed_vertices(params)
+            return vertices.to(self.source_vertices)
+        return self.posed_vertices(params)
+
+    def _reference(self, vertices: Tensor) -> Gaussians:
         frames, tri_scale = self._frames(self.head_model, vertices, self.face_index)
         corners = vertices[self.head_model.faces[self.face_index]]  # [N, 3, 3]
         anchor = (corners * self.barycentrics[..., None]).sum(1)
@@ -225,6 +269,30 @@ class Avatar:
             colors=self.colors,
         )
         return head if self.bust is None else Gaussians.cat([head, self.bust])
+
+    def _compiled_posing(self, vertices: Tensor) -> bool:
+        """Whether `gaussians` may take the compiled path: CPU float32 tensors, no gradient to keep, and kernels that
+        reproduce this PyTorch build's rounding."""
+        tensors = [vertices, *(getattr(self, name) for name in _BOUND_FIELDS[1:])]
+        if self.bust is not None:
+            tensors += [getattr(self.bust, f) for f in _GAUSSIAN_FIELDS]
+        if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors) or len(self) == 0:
+            return False
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+            return False
+        return _posing.matches_torch()
+
+    def _posing_cache(self) -> _PosingCache:
+        """The per-avatar constants of the compiled re-posing, rebuilt when a tensor they derive from was replaced or
+        changed in place (`Tensor._version`). Kept beside the avatar (a weak mapping), not in it: copying, pickling
+        or `to()` an avatar never carries a cache along."""
+        with _CACHE_LOCK:
+            cache = _POSING_CACHES.get(self)
+        if cache is None or not cache.valid_for(self):
+            cache = _PosingCache(self)
+            with _CACHE_LOCK:
+                _POSING_CACHES[self] = cache
+        return cache
 
     def to(self, device=None) -> Avatar:
         """A copy on `device` (the head model is moved too: it is shared, not copied)."""
@@ -291,6 +359,77 @@ class Avatar:
             bust = Gaussians(**{f: tensors[f"bust.{f}"].to(device) for f in _GAUSSIAN_FIELDS})
         return cls(head_model, params, **{n: tensors[n].to(device) for n in (*_BOUND_FIELDS, "source_vertices")},
                    vertex_offsets=offsets, bust=bust)
+
+
+#: Avatar -> its `_PosingCache` (dropped with the avatar).
+_POSING_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_CACHE_LOCK = threading.Lock()
+
+
+class _PosingCache:
+    """What the compiled re-posing of one avatar reads every frame and computes once: the triangles its Gaussians
+    use (their corners and UV constants), each Gaussian's row among them, the bound attributes as numpy views, and
+    the colours and opacities of head and bust together. Holds the tensors it was built from, to notice when one is
+    replaced or changed in place. Posings running at once (an app's requests) take one set of per-triangle arrays
+    each; one idle set is kept."""
+
+    def __init__(self, avatar: Avatar):
+        self.sources = self._sources(avatar)
+        head = avatar.head_model
+        faces, slot = torch.unique(avatar.face_index, return_inverse=True)
+        self.slot = slot.to(torch.int32).numpy()
+        self.corners = head.faces[faces].to(torch.int32).contiguous().numpy()
+        self.uv_edges = _posing.uv_edges(head.uv_coords.to(torch.float32)[head.uv_faces[faces]]).numpy()
+        self.bound = tuple(np.ascontiguousarray(getattr(avatar, name).detach().numpy())
+                           for name in ("barycentrics", "offsets", "rotations", "scales"))
+        self.size = len(avatar) + (0 if avatar.bust is None else len(avatar.bust))
+        if avatar.bust is None:
+            self.colors, self.opacities = avatar.colors, avatar.opacities
+        else:
+            self.colors = torch.cat([avatar.colors, avatar.bust.colors]).detach()
+            self.opacities = torch.cat([avatar.opacities, avatar.bust.opacities]).detach()
+        self.outputs = ((self.colors, self.colors._version), (self.opacities, self.opacities._version))
+        bust = avatar.bust
+        self.fixed = tuple(np.ascontiguousarray(getattr(bust, f).detach().numpy()) if bust is not None
+                           else np.empty((0, k), np.float32) for f, k in (("means", 3), ("quats", 4), ("scales", 3)))
+        # What no pose changes is validated once: a bad colour, opacity or rotation raises here, as it did when
+        # every posed set was validated.
+        n = len(avatar)
+        fixed = [torch.from_numpy(a) for a in self.fixed]
+        Gaussians(means=torch.cat([torch.zeros(n, 3), fixed[0]]), quats=torch.cat([avatar.rotations.detach(), fixed[1]]),
+                  scales=torch.cat([torch.ones(n, 3), fixed[2]]), opacities=self.opacities.detach(),
+                  colors=self.colors.detach())
+        self._faces = faces.shape[0]
+        self._idle: list[dict] = []
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _sources(avatar: Avatar) -> list[tuple[Tensor, int]]:
+        head = avatar.head_model
+        tensors = [avatar.face_index, *(getattr(avatar, name) for name in _BOUND_FIELDS[1:]), head.faces,
+                   head.uv_coords, head.uv_faces]
+        if avatar.bust is not None:
+            tensors += [getattr(avatar.bust, f) for f in _GAUSSIAN_FIELDS]
+        return [(t, t._version) for t in tensors]
+
+    def valid_for(self, avatar: Avatar) -> bool:
+        now = self._sources(avatar)
+        return len(now) == len(self.sources) and all(
+            t is old and v == old_v for (t, v), (old, old_v) in zip(now, self.sources)
+        ) and all(t._version == v for t, v in self.outputs)
+
+    @contextmanager
+    def work(self) -> Iterator[dict]:
+        """A set of per-triangle arrays (`fhavatar._posing.face_work`) for one posing."""
+        with self._lock:
+            work = self._idle.pop() if self._idle else None
+        work = _posing.face_work(self._faces) if work is None else work
+        try:
+            yield work
+        finally:
+            with self._lock:
+                if not self._idle:
+                    self._idle.append(work)
 
 
 def _params_dict(params: Any) -> dict[str, Tensor]:

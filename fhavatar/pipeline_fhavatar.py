@@ -11,10 +11,10 @@ and `push_to_hub` uploads it with a model card filled in by `make_model_card`.
 
 from __future__ import annotations
 
+import functools
 import logging
-import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,39 +23,44 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from torch import Tensor
 
-from .animation import transfer_motion
+from ._checks import Setting, check_settings
+from .animation import FrameThreads, frame_params, transfer_motion
 from .avatar import Avatar
-from .head.canonical_face import CHIN
 from .head.open_head import OpenHead
-from .head.uv import UVLayout
 from .io import load_image, read_video
 from .models import ProjectionAvatarModel
-from .models.bust import build_bust
-from .models.source_view import SourceView, make_source_view
+from .motions import motion_length, motion_params
+from .pipeline_avatar import BUST_RESOLUTION, AvatarBuilding  # noqa: F401  (BUST_RESOLUTION: public name)
 from .pipeline_hub import download_pipeline, load_pipeline_folder, make_model_card, push_pipeline
 from .pipeline_inputs import (
     MAX_DRIVING_FRAMES,
+    MAX_DRIVING_SIDE,
     MAX_ORBIT_FRAMES,
     MAX_RENDER_SIDE,
     MIN_RENDER_SIDE,
+    call_memory,
+    check_avatar,
     check_background,
-    check_driving,
+    check_call,
     check_image,
     check_int,
+    check_memory,
+    check_modules,
     check_render_args,
+    check_views,
+    photo_size_in_errors,
     postprocess,
+    reworded,
     square_pixels,
 )
+from .reconstruction_check import check_track, checked_avatar
 from .rendering import Camera, render_gaussians
-from .tracking import FaceTrack, fit_hair_shell, track_image, track_video
+from .tracking import FaceTrack, track_image, track_video
 
 __all__ = ["MAX_DRIVING_FRAMES", "MAX_ORBIT_FRAMES", "MAX_RENDER_SIDE", "MIN_RENDER_SIDE", "FHAvatarPipeline",
            "FHAvatarPipelineOutput", "make_model_card"]
 
 logger = logging.getLogger(__name__)
-
-#: Side of the head avatar's source-view alpha the bust is built against (the bust has one Gaussian pair per pixel).
-BUST_RESOLUTION = 128
 
 @dataclass
 class FHAvatarPipelineOutput(BaseOutput):
@@ -80,7 +85,7 @@ class FHAvatarPipelineOutput(BaseOutput):
     fps: float | None = None
 
 
-class FHAvatarPipeline(DiffusionPipeline):
+class FHAvatarPipeline(AvatarBuilding, DiffusionPipeline):
     r"""Photo -> animatable full-head Gaussian avatar; re-enact it with a driving video and orbit 360° around it.
 
     Args:
@@ -112,6 +117,16 @@ class FHAvatarPipeline(DiffusionPipeline):
     """
 
     _optional_components = ["prior"]
+    #: The range of every registered setting, checked when the pipeline is built or loaded (`check_settings`): a
+    #: model folder cannot make a request loop for days (`smoothing` 1e9) or read "no" as True (`use_mask`).
+    config_settings = {
+        "resolution": Setting("int", 8, 2048, unit="texels"),
+        "background": Setting("rgb", 0.0, 1.0),
+        "orbit_elevation": Setting("float", -89.0, 89.0, unit="degrees"),
+        "use_mask": Setting("bool"),
+        "smoothing": Setting("float", 0.0, 30.0, unit="frames of Gaussian sigma"),
+        "full_head": Setting("bool", optional=True),
+    }
 
     def __init__(
         self,
@@ -126,17 +141,11 @@ class FHAvatarPipeline(DiffusionPipeline):
         full_head: bool | None = None,
     ):
         super().__init__()
-        check_int("resolution", resolution, 8, 2048)
-        rgb = check_background(background)
-        if full_head is not None and not isinstance(full_head, bool):
-            raise ValueError(f"`full_head` must be True, False or None (automatic), got {full_head!r}.")
-        for name, value in (("orbit_elevation", orbit_elevation), ("smoothing", smoothing)):
-            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)):
-                raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
+        check_modules(avatar_model, head_model, prior)
+        config = check_settings(dict(resolution=resolution, background=background, orbit_elevation=orbit_elevation,
+                                     use_mask=use_mask, smoothing=smoothing, full_head=full_head), self.config_settings)
         self.register_modules(avatar_model=avatar_model, head_model=head_model, prior=prior)
-        self.register_to_config(resolution=resolution, background=rgb,
-                                orbit_elevation=float(orbit_elevation), use_mask=bool(use_mask),
-                                smoothing=float(smoothing), full_head=full_head)
+        self.register_to_config(**config)
 
     # ------------------------------------------------------------------ construction and files
     @classmethod
@@ -208,66 +217,28 @@ class FHAvatarPipeline(DiffusionPipeline):
     # ------------------------------------------------------------------ validation
     def check_inputs(self, image=None, driving_video=None, num_orbit_frames=72, height=512, width=512,
                      mode="relative", output_type="pil", num_driving_frames=None) -> None:
-        """Raise `ValueError` / `FileNotFoundError` naming the argument, what was expected and what was received."""
-        if image is not None or driving_video is None:
-            check_image(image)
-        check_render_args(num_orbit_frames, height, width, output_type, name="num_orbit_frames")
-        if mode not in ("relative", "absolute"):
-            raise ValueError(f"`mode` must be 'relative' or 'absolute', got {mode!r}.")
-        if driving_video is not None:
-            check_driving(driving_video, num_driving_frames)
-        elif num_driving_frames is not None:
-            check_int("num_driving_frames", num_driving_frames, 1, MAX_DRIVING_FRAMES)
+        """Raise `ValueError` / `FileNotFoundError` naming the argument, what was expected and what was received,
+        and a `ValueError` when the frames the call returns would not fit in the memory available now."""
+        check_call(image, driving_video, num_orbit_frames, height, width, mode, output_type, num_driving_frames)
 
     # ------------------------------------------------------------------ building blocks
-    @property
-    def layout(self) -> UVLayout:
-        """The head model's `UVLayout` at `config.resolution` (built once, on the pipeline's device)."""
-        k = self.config.resolution
-        model_k = getattr(self.avatar_model.config, "resolution", k)
-        if model_k != k:
-            raise ValueError(f"`resolution` ({k}) must equal the avatar model's resolution ({model_k}).")
-        cached = self.__dict__.get("_layout_cache")
-        if cached is None or cached[0] is not self.head_model or cached[1].resolution != k:
-            cached = (self.head_model, UVLayout(self.head_model, resolution=k))
-            self.__dict__["_layout_cache"] = cached
-        return cached[1].to(self.device)
-
-    def source_view(self, track, rest_offsets: Tensor | None = None) -> SourceView:
-        """The avatar model's input for a tracked photo: `make_source_view`, the function the trainer calls too.
-
-        The photo is composited over `config.background` for models that read it so (a trained pipeline stores its
-        training background there), and the prior, when present, encodes that composite. `rest_offsets` (`[V, 3]`)
-        is the hair shell the avatar will carry.
-        """
-        device = self.device
-        image = torch.from_numpy(track.image).to(device).permute(2, 0, 1)[None].float() / 255.0
-        mask = None if track.mask is None else torch.from_numpy(track.mask).to(device)[None, None].float()
-        background = torch.tensor(self.config.background, device=device, dtype=image.dtype)
-        return make_source_view(image, track.camera.to(device), self.head_model, track.params.to(device), self.layout,
-                                mask=mask, background=background, prior=self.prior, rest_offsets=rest_offsets)
-
-    def _bust(self, avatar: Avatar, track):
-        """The neck, shoulders and chest the photo shows below the head avatar (`build_bust`), or None."""
-        head_alpha = render_gaussians(avatar.gaussians(), track.camera.to(self.device), BUST_RESOLUTION,
-                                      BUST_RESOLUTION).alpha[0, 0].cpu()
-        image = torch.from_numpy(track.image).permute(2, 0, 1).float() / 255.0
-        neck = avatar.source_vertices[self.head_model.region("neck")].mean(0).cpu()
-        bust = build_bust(image, torch.from_numpy(track.mask), head_alpha, track.camera.to("cpu"),
-                          float(track.landmarks[CHIN, 1]), neck)
-        return None if bust is None else bust.to(self.device)
-
-    def _render(self, gaussians_at, cameras: Camera, height: int, width: int, desc: str,
-                background: Sequence[float] | None = None) -> Tensor:
-        """Render frame t of `gaussians_at(t)` from `cameras[t]` over `background` (default: the config's), `[T, 3, H, W]`."""
+    def _frames(self, gaussians_at, cameras: Camera, height: int, width: int, desc: str,
+                background: Sequence[float] | None = None) -> Iterator[Tensor]:
+        """Frame t of `gaussians_at(t)` from `cameras[t]` over `background` (default: the config's), one `[3, H, W]`
+        CPU tensor at a time. Arguments are checked before the first frame is asked for."""
         rgb = self.config.background if background is None else check_background(background)
         background = torch.tensor(rgb, device=self.device)
         cameras = square_pixels(cameras, width, height).to(self.device)
-        frames = []
-        for t in self.progress_bar(range(len(cameras)), desc=desc):
-            out = render_gaussians(gaussians_at(t), cameras[t], width, height, background=background)
-            frames.append(out.image[0].cpu())
-        return torch.stack(frames)
+
+        @torch.no_grad()  # a generator: the decorator of the caller does not reach its body
+        def frames():
+            threads = FrameThreads()  # one torch thread, the numba threads that render fastest now
+            for t in self.progress_bar(range(len(cameras)), desc=desc):
+                with threads.frame():
+                    frame = render_gaussians(gaussians_at(t), cameras[t], width, height, background=background)
+                yield frame.image[0].cpu()
+
+        return frames()
 
     def progress_bar(self, iterable=None, total=None, desc: str | None = None):
         """diffusers' tqdm bar (configure with `set_progress_bar_config`), labelled `desc`."""
@@ -279,14 +250,17 @@ class FHAvatarPipeline(DiffusionPipeline):
     # ------------------------------------------------------------------ public steps
     @torch.no_grad()
     def reconstruct(self, image) -> Avatar:
-        """Track a photo and build its avatar in one forward pass of the avatar model.
+        """Track a photo and build its avatar in one forward pass of the avatar model, checked to show the person
+        (`fhavatar.reconstruction_check`: a photo upside down is built turned 180°, a cartoon is refused, ...).
 
         Args:
             image (path, `PIL.Image.Image`, `np.ndarray` `[H, W, 3]` uint8 or `Tensor` `[3, H, W]` in [0, 1]):
                 a portrait photo.
 
         Returns:
-            `Avatar`, with the photo's `FaceTrack` attached as `avatar.source_track`.
+            `Avatar`, with the photo's `FaceTrack` attached as `avatar.source_track` (of the photo turned 180° when
+            it was upside down) and the self-check's `CheckFigures` as `avatar.check_figures`. `ValueError` when no
+            usable face is found (`NoFaceError`) or the avatar would not show the person (`UnusablePhotoError`).
 
         Example:
             ```py
@@ -299,20 +273,15 @@ class FHAvatarPipeline(DiffusionPipeline):
         check_image(image)
         if not isinstance(self.head_model, OpenHead):
             raise ValueError(f"`head_model` must be an OpenHead to be tracked from photos, got {type(self.head_model).__name__}.")
-        track = track_image(load_image(image), head=self.head_model, mask=self.config.use_mask)
-        # The hair shell: the head's outline fitted to the photo's matte (None: none fitted, the bare head stays).
-        full_head = self.config.get("full_head")
-        full_head = isinstance(self.avatar_model, ProjectionAvatarModel) if full_head is None else full_head
-        shell = fit_hair_shell(track, self.head_model) if full_head else None
-        shell = None if shell is None else shell.to(self.device)
-        attributes = self.avatar_model(self.source_view(track, rest_offsets=shell))
-        avatar = Avatar.from_attributes(attributes, self.layout, self.head_model, track.params.to(self.device),
-                                        vertex_offsets=shell)
-        if full_head and track.mask is not None:
-            avatar.bust = self._bust(avatar, track)
-        avatar.source_track = track
-        logger.info("reconstructed an avatar of %d Gaussians (K=%d) and a bust of %d", len(avatar),
-                    self.config.resolution, 0 if avatar.bust is None else len(avatar.bust))
+        photo = load_image(image)
+        track = functools.partial(track_image, head=self.head_model, mask=self.config.use_mask)
+        with photo_size_in_errors(image, photo):
+            checked = check_track(photo, track(photo), retrack=track)
+        avatar, figures = checked_avatar(checked, self._build_avatar,
+                                         strict=isinstance(self.avatar_model, ProjectionAvatarModel))
+        avatar.check_figures = figures
+        logger.info("reconstructed an avatar of %d Gaussians (K=%d) and a bust of %d; self-check %s", len(avatar),
+                    self.config.resolution, 0 if avatar.bust is None else len(avatar.bust), figures)
         return avatar
 
     @torch.no_grad()
@@ -322,17 +291,18 @@ class FHAvatarPipeline(DiffusionPipeline):
         if isinstance(driving, (list, tuple)) and driving and all(isinstance(d, FaceTrack) for d in driving):
             return list(driving)[:num_frames], fps
         if isinstance(driving, (str, os.PathLike)):
-            driving, fps = read_video(driving, max_frames=num_frames or MAX_DRIVING_FRAMES)
+            driving, fps = read_video(driving, max_frames=num_frames or MAX_DRIVING_FRAMES, max_side=MAX_DRIVING_SIDE)
         elif num_frames is not None:
             driving = driving[:num_frames]
-        return track_video(driving, head=self.head_model, smoothing=self.config.smoothing), fps
+        with reworded({"`frames_or_path`": "`driving_video`"}):
+            return track_video(driving, head=self.head_model, smoothing=self.config.smoothing), fps
 
     @torch.no_grad()
-    def animate(self, avatar: Avatar, driving, mode: Literal["relative", "absolute"] = "relative",
+    def animate(self, avatar: Avatar, driving=None, mode: Literal["relative", "absolute"] = "relative",
                 use_driving_camera: bool = False, height: int = 512, width: int = 512,
                 num_frames: int | None = None, source_track=None, output_type: str = "pt",
-                background: Sequence[float] | None = None):
-        """Re-enact `avatar` with a driving video: one rendered frame per driving frame.
+                background: Sequence[float] | None = None, motion: str | None = None):
+        """Re-enact `avatar` with a driving video (one rendered frame per driving frame) or a built-in `motion`.
 
         Args:
             avatar (`Avatar`): from `reconstruct` (or `Avatar.load` with `source_track`).
@@ -346,6 +316,8 @@ class FHAvatarPipeline(DiffusionPipeline):
             output_type (`str`, *optional*, defaults to `"pt"`): `"pt"` `[T, 3, H, W]`, `"np"` or `"pil"`.
             background (3 floats in [0, 1], *optional*): RGB behind the avatar for this call (default
                 `config.background`).
+            motion (`str`, *optional*): instead of `driving`, a built-in motion at 25 fps (`fhavatar.motions.MOTIONS`:
+                talk, smile, nod, shake, look_around, blink), relative to the avatar's pose; `num_frames` sets its length.
 
         Example:
             ```py
@@ -354,18 +326,35 @@ class FHAvatarPipeline(DiffusionPipeline):
             torch.Size([78, 3, 256, 256])
             ```
         """
-        if not isinstance(avatar, Avatar):
-            raise ValueError(f"`avatar` must be an fhavatar Avatar (from `reconstruct`), got {type(avatar).__name__}.")
-        source_track = source_track if source_track is not None else getattr(avatar, "source_track", None)
-        if source_track is None:
-            raise ValueError("`source_track` is needed: `avatar` carries no `source_track` (pass the photo's FaceTrack).")
-        self.check_inputs(None, driving, 1, height, width, mode, output_type, num_frames)
-        tracks, _ = self.track_driving(driving, num_frames)
-        params, cameras = transfer_motion(source_track, tracks, mode=mode, use_driving_camera=use_driving_camera)
-        vertices = avatar.pose(params.to(self.device))  # [T, V, 3]
-        frames = self._render(lambda t: avatar.gaussians(vertices=vertices[t]), cameras, height, width, "re-enacting",
-                              background)
-        return postprocess(frames, output_type)
+        if motion is None and driving is not None:
+            self.check_inputs(None, driving, 1, height, width, mode, output_type, num_frames)  # the frames held too
+        else:  # a built-in motion: its length is known before anything renders
+            count = motion_length(motion, num_frames, driving=driving)
+            check_render_args(count, height, width, output_type, name="num_frames")
+            check_memory(call_memory(count, height, width), f"This call (its {count} frames of {width}x{height})",
+                         "Pass fewer `num_frames` or a smaller `height` x `width`.")
+        frames = self.iter_animate(avatar, driving, mode, use_driving_camera, height, width, num_frames, source_track,
+                                   background, motion)
+        return postprocess(torch.stack(list(frames)), output_type)
+
+    @torch.no_grad()
+    def iter_animate(self, avatar: Avatar, driving=None, mode: Literal["relative", "absolute"] = "relative",
+                     use_driving_camera: bool = False, height: int = 512, width: int = 512,
+                     num_frames: int | None = None, source_track=None,
+                     background: Sequence[float] | None = None, motion: str | None = None) -> Iterator[Tensor]:
+        """`animate` one `[3, H, W]` CPU frame at a time (arguments as `animate`'s, checked and the clip tracked before
+        it returns): a caller that writes each frame out holds one rendered frame, however long the clip."""
+        source_track = check_avatar(avatar, source_track)
+        if motion is not None or driving is None:  # a built-in motion (fhavatar.motions) instead of a clip
+            check_render_args(1, height, width, "pt")
+            params, cameras = motion_params(motion, source_track, self.head_model, num_frames, driving=driving)
+        else:
+            check_call(None, driving, 1, height, width, mode, "pt", num_frames, returned=False)
+            tracks, _ = self.track_driving(driving, num_frames)
+            params, cameras = transfer_motion(source_track, tracks, mode=mode, use_driving_camera=use_driving_camera)
+        params = params.to(self.device)  # posed a frame at a time in the loop (fhavatar.animation.frame_params)
+        return self._frames(lambda t: avatar.gaussians(frame_params(params, t)), cameras, height, width,
+                            "re-enacting", background)
 
     @torch.no_grad()
     def orbit(self, avatar: Avatar, num_frames: int = 72, elevation: float | None = None, height: int = 512,
@@ -388,14 +377,20 @@ class FHAvatarPipeline(DiffusionPipeline):
             torch.Size([8, 3, 128, 128])
             ```
         """
-        if not isinstance(avatar, Avatar):
-            raise ValueError(f"`avatar` must be an fhavatar Avatar (from `reconstruct`), got {type(avatar).__name__}.")
         elevation = self.config.orbit_elevation if elevation is None else elevation
         check_render_args(num_frames, height, width, output_type, elevation)
-        gaussians = avatar.gaussians()
         cameras = Camera.orbit(int(num_frames), elevation_deg=float(elevation))
-        frames = self._render(lambda t: gaussians, cameras, height, width, "orbit", background)
-        return postprocess(frames, output_type)
+        return postprocess(torch.stack(list(self.render_views(avatar, cameras, height, width, background))), output_type)
+
+    @torch.no_grad()
+    def render_views(self, avatar: Avatar, cameras: Camera, height: int = 512, width: int = 512,
+                     background: Sequence[float] | None = None) -> Iterator[Tensor]:
+        """`avatar` in its source pose from each of `cameras`, one `[3, H, W]` CPU frame at a time (a caller that
+        writes each out holds one frame, however many): `Camera.orbit(n, elevation_deg=e)` gives `orbit`'s views,
+        `avatar.source_track.camera` the front view. Arguments as `orbit`'s."""
+        check_views(avatar, cameras, height, width)
+        gaussians = avatar.gaussians()
+        return self._frames(lambda t: gaussians, cameras, height, width, "rendering views", background)
 
     # ------------------------------------------------------------------ the whole pipeline
     @torch.no_grad()
@@ -456,8 +451,7 @@ class FHAvatarPipeline(DiffusionPipeline):
         avatar = self.reconstruct(image)
         source_track = avatar.source_track
         # 2. Render it from the photo's own camera.
-        gaussians = avatar.gaussians()
-        front = self._render(lambda t: gaussians, source_track.camera, height, width, "front view", background)
+        front = torch.stack(list(self.render_views(avatar, source_track.camera, height, width, background)))
         # 3. Orbit 360° around it.
         orbit_frames = self.orbit(avatar, num_orbit_frames, height=height, width=width,
                                   background=background) if orbit else None

@@ -20,6 +20,7 @@ import torch
 from diffusers import ModelMixin
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+from ._checks import check_finite_tensors, check_settings
 from .io import checked_file
 
 __all__ = ["HUB_ALLOW_PATTERNS", "MODEL_CARD_TEMPLATE", "download_pipeline", "load_pipeline_folder", "make_model_card",
@@ -60,6 +61,10 @@ def download_pipeline(repo_id: str, options: dict) -> str:
 def load_pipeline_folder(pipeline_class, path: str, torch_dtype: torch.dtype | None = None, **overrides: Any):
     """Build `pipeline_class` from a `save_pretrained` folder: each module with its own `from_pretrained`.
 
+    Nothing in the folder is trusted: the saved settings are checked against `pipeline_class.config_settings` before
+    any weights are read, each module must sit in its role and hold finite weights, and every failure is one
+    `ValueError` line naming the file or module and the setting.
+
     Args:
         pipeline_class (`type`): `FHAvatarPipeline` (or a subclass).
         path (`str`): the folder (with `model_index.json`).
@@ -90,6 +95,10 @@ def load_pipeline_folder(pipeline_class, path: str, torch_dtype: torch.dtype | N
         raise ValueError(f"`from_pretrained` got unexpected arguments {unknown}; it takes the modules and config "
                          f"entries {sorted(accepted)}, `torch_dtype` and the download options {DOWNLOAD_OPTIONS}.")
     init = {k: v for k, v in index.items() if k in accepted and k not in _MODULES}
+    try:  # the saved settings first: a bad one is blamed on the file, before any weights are read
+        check_settings({k: v for k, v in init.items() if k not in overrides}, getattr(pipeline_class, "config_settings", {}))
+    except ValueError as err:
+        raise ValueError(f"`pretrained_model_name_or_path`: {index_path!r}: {err}") from err
     options = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
     for name in _MODULES:
         entry = index.get(name)
@@ -118,6 +127,9 @@ def load_pipeline_folder(pipeline_class, path: str, torch_dtype: torch.dtype | N
             init[name] = module_class.from_pretrained(folder, use_safetensors=True, **options)
         except OSError as err:  # diffusers: a missing or invalid config.json, unreadable weights
             raise ValueError(f"`{name}`: cannot load {folder!r}: {err}") from err
+        except ValueError as err:  # the module's own checks of its config.json
+            raise ValueError(f"`{name}` ({folder!r}): {err}") from err
+        check_finite_tensors(init[name].state_dict(), f"`{name}` ({folder!r})")
     pipeline = pipeline_class(**{**init, **overrides})
     pipeline.register_to_config(_name_or_path=os.fspath(path))
     return pipeline.to(dtype=torch_dtype) if torch_dtype is not None else pipeline

@@ -27,7 +27,9 @@ def _frames(path):
 
 def test_create_and_animate_with_the_session_avatar(service, tmp_path):
     photo = app.EXAMPLES_DIR / "astronaut.png"
-    orbit, front, ply, avatar = service.create(str(photo), frames=4, size=96, elevation=5.0, background="#000000")
+    orbit, front, ply, avatar, viewer, kept = service.create(str(photo), frames=4, size=96, elevation=5.0,
+                                                             background="#000000")
+    assert viewer == ply and Path(kept).suffix == ".safetensors"
     meta, n = _frames(orbit)
     assert n == 4 and tuple(meta["size"]) == (96, 96)
     from PIL import Image
@@ -182,3 +184,62 @@ def test_colour_parsing_values():
     assert app_service.parse_color("#ff8000") == [1.0, 128 / 255, 0.0]
     assert app_service.parse_color("00FF00") == [0.0, 1.0, 0.0]
     assert app_service.parse_color("") is None and app_service.parse_color(None) is None
+
+
+def _avatar_half(path) -> np.ndarray:  # the avatar side of a re-enactment (render | clip), [T, H, H, 3] float
+    path = path["video"] if isinstance(path, dict) else path
+    reader = imageio_ffmpeg.read_frames(str(path))
+    w, h = next(reader)["size"]
+    return np.stack([np.frombuffer(f, np.uint8).reshape(h, w, 3)[:, :h] for f in reader]).astype(np.float32)
+
+
+def test_two_sessions_never_share_an_avatar_or_a_setting(service, tmp_path):
+    """Two gradio_client sessions interleave create and animate with different photos and colours: each request shows
+    the avatar of the photo it sent and its own session's colour; the shared pipeline's config never changes."""
+    import socket
+
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
+    from fhavatar.io import load_image, write_video
+
+    Image.open(app.EXAMPLES_DIR / "astronaut.png").convert("RGB").save(tmp_path / "a.png")
+    Image.open(app.EXAMPLES_DIR / "astronaut.png").convert("L").convert("RGB").save(tmp_path / "b.png")  # another photo
+    image = load_image(tmp_path / "a.png")
+    clip = handle_file(str(write_video(tmp_path / "clip.mp4", [np.roll(image, s, axis=1) for s in (0, 3, 6)], fps=10)))
+    a, b = handle_file(str(tmp_path / "a.png")), handle_file(str(tmp_path / "b.png"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo = app.build_demo(service).queue(max_size=16, default_concurrency_limit=1)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        alice, bob = Client(url, verbose=False), Client(url, verbose=False)
+        alice.predict(a, 1, 64, 0.0, "#000000", api_name="/create_avatar")
+        bob.predict(b, 1, 64, 0.0, "#ff0000", api_name="/create_avatar")
+        alice_a = _avatar_half(alice.predict(a, clip, "relative", 64, api_name="/animate"))
+        bob_b = _avatar_half(bob.predict(b, clip, "relative", 64, api_name="/animate"))
+        alice_b = _avatar_half(alice.predict(b, clip, "relative", 64, api_name="/animate"))  # not her session's photo
+        fresh_b = _avatar_half(Client(url, verbose=False).predict(b, clip, "relative", 64, api_name="/animate"))
+        fresh_a = _avatar_half(Client(url, verbose=False).predict(a, clip, "relative", 64, api_name="/animate"))
+    finally:
+        demo.close()
+
+    def corner(frames):
+        return frames[:, :4, :4].mean((0, 1, 2))
+
+    # colours: each session's own, none in another session, none in the shared config
+    np.testing.assert_allclose(corner(alice_a), [0, 0, 0], atol=16)
+    np.testing.assert_allclose(corner(bob_b), [255, 0, 0], atol=24)
+    for frames in (alice_b, fresh_b, fresh_a):
+        np.testing.assert_allclose(corner(frames), [255, 255, 255], atol=16)
+    assert service.pipe.config.background == [1.0, 1.0, 1.0]
+    # avatars: photo B in Alice's session (which holds photo A's avatar) shows B's avatar, exactly as a fresh session
+    assert np.abs(alice_b - fresh_b).mean() < 1.0
+    assert np.abs(alice_b - fresh_a).mean() > 3.0
+
+    def saturation(frames):
+        return float((frames[:, 16:48, 16:48].max(-1) - frames[:, 16:48, 16:48].min(-1)).mean())
+
+    assert saturation(alice_b) < saturation(fresh_a) - 3  # the gray photo's avatar, not the colour one

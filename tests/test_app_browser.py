@@ -1,13 +1,17 @@
 """The app in a real browser: headless Chromium (Debian's package) driven by Playwright.
 
-Uploads the example photo, creates the avatar, waits for the orbit video; then uploads a driving clip on the
-Animate tab and waits for the re-enactment. Screenshots go to tmp (or to $FHAVATAR_SCREENSHOT_DIR, which is
-how docs/app_*.png are made). Skipped, with the reason, where Chromium or Playwright is missing.
+Uploads the example photo, creates the avatar and waits for the orbit video and the 3D viewer (Gradio's Model3D, which
+draws the avatar's .ply as Gaussian splats with gsplat.js in WebGL 2; headless Chromium renders it with SwiftShader,
+its CPU WebGL): the viewer's canvas must show the avatar, not a blank. Then, on the Animate tab, a built-in motion
+without any clip, and a driving clip. Screenshots go to tmp (or to $FHAVATAR_SCREENSHOT_DIR, which is how
+docs/app_*.png are made). Skipped, with the reason, where Chromium or Playwright is missing.
 """
 
+import io
 import os
 import shutil
 import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +24,7 @@ playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwrig
 
 import app  # noqa: E402
 
-TIMEOUT_MS = 120_000
+TIMEOUT_MS = 400_000  # a busy 2-core machine renders the K=256 docs run slowly
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +40,29 @@ def served_app():
     demo.close()
 
 
-def _video_src(page, label: str) -> str:
-    """The src of the <video> inside the block labelled `label`, once it has one."""
-    block = page.locator(".block", has_text=label).last
-    video = block.locator("video")
+def _video_src(page, label: str, old: str = "") -> str:
+    """The src of the <video> inside the block labelled `label`, once it has one (other than `old`)."""
+    video = page.locator(".block", has_text=label).last.locator("video")
     video.wait_for(state="attached", timeout=TIMEOUT_MS)
-    return video.get_attribute("src") or ""
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while (src := video.first.get_attribute("src") or "") in ("", old) and time.monotonic() < deadline:
+        time.sleep(0.5)  # Gradio may swap the <video> element for the next result
+    return src if src != old else ""
+
+
+def _viewer_image(page) -> np.ndarray:
+    """The 3D viewer's canvas as pixels, once the splats are drawn (the canvas starts blank while the .ply loads)."""
+    from PIL import Image
+
+    canvas = page.locator(".block", has_text="3D avatar").last.locator("canvas")
+    canvas.wait_for(state="attached", timeout=TIMEOUT_MS)
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while True:
+        pixels = np.asarray(Image.open(io.BytesIO(canvas.screenshot(timeout=TIMEOUT_MS))).convert("RGB")).astype(np.float32)
+        drawn = np.abs(pixels - pixels[:4, :4].reshape(-1, 3).mean(0)).max(-1) > 40  # differs from the background
+        if drawn.mean() > 0.1 or time.monotonic() > deadline:
+            return pixels
+        time.sleep(1.0)
 
 
 def test_create_and_animate_in_chromium(served_app, tmp_path):
@@ -61,20 +82,45 @@ def test_create_and_animate_in_chromium(served_app, tmp_path):
         )
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.goto(served_app, timeout=TIMEOUT_MS)
+        webgl = page.evaluate("() => { const gl = document.createElement('canvas').getContext('webgl2');"
+                              " return gl ? gl.getParameter(gl.VERSION) : null; }")
+        assert webgl, "this Chromium offers no WebGL 2 (the 3D viewer needs it; SwiftShader provides it headless)"
         page.locator("input[type=file]").first.set_input_files(str(photo))
         page.get_by_role("button", name="Create avatar").click()
         orbit_src = _video_src(page, "360° orbit")
         assert orbit_src, "the orbit video has no source"
-        page.screenshot(path=str(shots / "app_create.png"))
+        viewer = _viewer_image(page)
+        Image_from(viewer).save(shots / "app_create_viewer.png")
+        # not blank: a good part of the canvas differs from its background, in many colours (skin, hair, clothes)
+        drawn = np.abs(viewer - viewer[:4, :4].reshape(-1, 3).mean(0)).max(-1) > 40
+        assert drawn.mean() > 0.1, f"the 3D viewer stayed blank ({drawn.mean():.1%} of its pixels drawn)"
+        assert len(np.unique((viewer[drawn] // 16).astype(np.int32), axis=0)) > 50
+        # upright: the hair (the top of what is drawn) is above the face, the avatar in the middle of the canvas
+        rows = np.flatnonzero(drawn.mean(1) > 0.05)
+        assert rows[0] < 0.25 * len(drawn) and abs(np.flatnonzero(drawn.mean(0) > 0.05).mean() - drawn.shape[1] / 2) < 0.15 * drawn.shape[1]
+        page.screenshot(path=str(shots / "app_create.png"), full_page=True, timeout=TIMEOUT_MS)
 
         page.get_by_role("tab", name="Animate").click()
-        page.locator("input[type=file]").last.set_input_files(str(clip))
+        page.get_by_role("radio", name="nod").check()
         page.get_by_role("button", name="Animate").click()
-        reenact_src = _video_src(page, "Re-enactment")
+        motion_src = _video_src(page, "Animation")
+        assert motion_src, "the built-in motion's video has no source"
+        page.screenshot(path=str(shots / "app_animate.png"), full_page=True, timeout=TIMEOUT_MS)
+
+        page.locator("input[type=file]").last.set_input_files(str(clip))
+        page.locator(".block", has_text="Driving video (≤").last.locator("video").wait_for(state="attached",
+                                                                                      timeout=TIMEOUT_MS)
+        page.get_by_role("button", name="Animate").click()
+        reenact_src = _video_src(page, "Animation", old=motion_src)
         assert reenact_src, "the re-enacted video has no source"
-        page.screenshot(path=str(shots / "app_animate.png"))
-        # both sources are served by the app and are real mp4 files
-        for src in (orbit_src, reenact_src):
+        # the sources are served by the app and are real mp4 files
+        for src in (orbit_src, motion_src, reenact_src):
             response = page.request.get(src if src.startswith("http") else served_app.rstrip("/") + src)
             assert response.ok and len(response.body()) > 1000
         browser.close()
+
+
+def Image_from(pixels: np.ndarray):
+    from PIL import Image
+
+    return Image.fromarray(pixels.astype(np.uint8))

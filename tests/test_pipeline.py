@@ -72,7 +72,7 @@ def test_front_render_matches_the_aligned_photo(frontal):
     full = _quiet(FHAvatarPipeline.default(resolution=256))
     avatar = full.reconstruct(P07)
     track = avatar.source_track
-    render = full._render(lambda t: avatar.gaussians(), track.camera, SIZE, SIZE, "front")[0]
+    render = next(full.render_views(avatar, track.camera, SIZE, SIZE))
     photo = torch.from_numpy(track.image).permute(2, 0, 1).float()[None] / 255
     photo = torch.nn.functional.interpolate(photo, size=(SIZE, SIZE), mode="area")[0]
     # Face region: the box of the inner face landmarks (10th-90th percentiles), in render pixels.

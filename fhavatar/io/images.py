@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import struct
 import warnings
 from collections.abc import Iterable
@@ -45,8 +46,8 @@ def _frame_to_uint8(frame: FrameLike, index: int) -> np.ndarray:  # -> [H, W, 3]
             raise ValueError(f"frame {index}: a tensor frame must be [3, H, W] (or [1, H, W]) in [0, 1], got {list(t.shape)}.")
         if not torch.isfinite(t).all():
             raise ValueError(f"frame {index}: the tensor holds NaN/inf values.")
-        t = t.expand(3, -1, -1).clamp(0, 1)
-        return (t.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+        t = t.expand(3, -1, -1).clamp(0, 1).mul_(255.0).add_(0.5)  # one float copy (a 4096² frame: 200 MB, not 600)
+        return np.ascontiguousarray(t.to(torch.uint8).permute(1, 2, 0).numpy())
     if isinstance(frame, np.ndarray):
         a = frame
         if a.ndim == 2:
@@ -113,8 +114,11 @@ def _open_image_header(path: Path) -> Image.Image:
         with warnings.catch_warnings(record=True) as caught:  # PIL warns about damaged metadata: logged below
             warnings.simplefilter("always")
             im = Image.open(path, formats=IMAGE_FORMATS)
-    except Image.DecompressionBombError as err:
-        raise ValueError(f"`image` {str(path)!r} is too large to decode safely ({err}).") from err
+    except Image.DecompressionBombError as err:  # PIL's own, higher limit: quote the project's
+        claimed = re.search(r"\((\d+) pixels\)", str(err))
+        size = f" ({int(claimed.group(1)) / 1e6:.0f} Mpx)" if claimed else ""
+        raise ValueError(f"`image` {str(path)!r} is too large{size}; at most {MAX_IMAGE_PIXELS / 1e6:.0f} Mpx is "
+                         "accepted. Downscale it first.") from err
     except _DECODE_ERRORS as err:
         raise ValueError(f"`image` {str(path)!r} is not a readable image file ({type(err).__name__}: {err}); "
                          f"supported formats: {', '.join(IMAGE_FORMATS)}.") from err

@@ -10,7 +10,7 @@ import re
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +19,10 @@ import numpy as np
 from torch import Tensor
 
 from .files import checked_file, replaced_when_done
-from .images import MAX_IMAGE_PIXELS, FrameLike, _target_size, to_uint8_frames
+from .images import MAX_IMAGE_PIXELS, FrameLike, _frame_to_uint8, _target_size
 
-__all__ = ["MAX_VIDEO_BYTES", "MAX_VIDEO_SECONDS", "VIDEO_DECODE_TIMEOUT", "VIDEO_DEMUXERS", "VIDEO_PROBE_TIMEOUT",
-           "VideoInfo", "read_video", "video_info", "write_video"]
+__all__ = ["ENCODER_LOOKAHEAD_PIXELS", "MAX_VIDEO_BYTES", "MAX_VIDEO_SECONDS", "VIDEO_DECODE_TIMEOUT", "VIDEO_DEMUXERS",
+           "VIDEO_PROBE_TIMEOUT", "VideoInfo", "encoder_memory", "ffmpeg_path", "read_video", "video_info", "write_video"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +37,45 @@ VIDEO_DEMUXERS = ("mov", "mp4", "matroska", "webm", "avi", "gif", "mpegts", "mpe
 VIDEO_PROBE_TIMEOUT = 60.0
 #: Default seconds `read_video` lets ffmpeg decode before stopping it.
 VIDEO_DECODE_TIMEOUT = 600.0
+#: Largest frame (pixels, padded to even sides) `write_video` encodes with x264's default lookahead and B-frames;
+#: larger frames use the low-latency tuning, so the encoder's memory stays bounded (`encoder_memory`).
+ENCODER_LOOKAHEAD_PIXELS = 1920 * 1088
 
 
 # ---------------------------------------------------------------------------------------------------- writing
+def ffmpeg_path(path: str | os.PathLike) -> str:
+    """`path` as ffmpeg must be given it: `file:` and the absolute path, so a name with a colon (`out:1/a.mp4`) is
+    never read as a protocol (`out:`) or an option."""
+    return "file:" + str(Path(path).absolute())
+
+
+def encoder_memory(width: int, height: int) -> int:
+    """Bytes the H.264 encoder of `write_video` (ffmpeg + x264, its own process) holds for `width` x `height` frames.
+
+    Measured (benchmarks/memory_bench.py): ~0.6 GB at 1920x1080 with x264's defaults, which hold ~50 frames of
+    lookahead and B-frames (~3.2 GB at 4096², more with more cores); above `ENCODER_LOOKAHEAD_PIXELS` the
+    low-latency tuning holds a few frames (~0.7 GB at 4096²).
+    """
+    pixels = (width + width % 2) * (height + height % 2)
+    return 150 * 2**20 + pixels * (300 if pixels <= ENCODER_LOOKAHEAD_PIXELS else 48)
+
+
+def _to_uint8(frame: FrameLike, index: int, size: tuple[int, int] | None) -> np.ndarray:
+    array = _frame_to_uint8(frame, index)
+    if size is not None and array.shape[:2] != size:
+        raise ValueError(f"All frames must have one size: frame {index} is {array.shape[1]}x{array.shape[0]}, the "
+                         f"first {size[1]}x{size[0]}.")
+    return np.ascontiguousarray(array)
+
+
+def _one_by_one(first: np.ndarray, rest: Iterator[FrameLike], size: tuple[int, int]) -> Iterator[np.ndarray]:
+    """`first`, then each frame of `rest` as uint8 HWC of `size`, none of them kept once handed on."""
+    yield first
+    del first
+    for index, frame in enumerate(rest, 1):
+        yield _to_uint8(frame, index, size)
+
+
 def write_video(
     path: str | os.PathLike,
     frames: Tensor | Iterable[FrameLike],
@@ -48,13 +84,17 @@ def write_video(
 ) -> Path:
     """Write an H.264 / yuv420p mp4 that browsers (and Gradio) play without transcoding.
 
-    Uses the ffmpeg binary shipped by `imageio-ffmpeg`, so no system ffmpeg is needed. Odd frame sizes are
-    padded by one pixel (yuv420p needs even sizes). The file is written next to `path` and moved into place
-    when complete, so an interrupted run never leaves a truncated video under the final name.
+    Uses the ffmpeg binary shipped by `imageio-ffmpeg`, so no system ffmpeg is needed. Frames are encoded as they
+    come: a generator of frames is never held in memory whole, so a long video costs one frame at a time (and the
+    encoder's `encoder_memory`; frames larger than `ENCODER_LOOKAHEAD_PIXELS` are encoded without lookahead and
+    B-frames to bound it). Odd frame sizes are padded by one pixel (yuv420p needs even sizes). The file is written
+    next to `path` and moved into place when complete, so an interrupted run never leaves a truncated video under the
+    final name.
 
     Args:
-        path (`str` or `os.PathLike`): output `.mp4` file.
-        frames: `[T, 3, H, W]` tensor in [0, 1], or a sequence of `[3, H, W]` tensors, HWC arrays or PIL images.
+        path (`str` or `os.PathLike`): output `.mp4` file (any name: it reaches ffmpeg as `ffmpeg_path(path)`).
+        frames: `[T, 3, H, W]` tensor in [0, 1], or an iterable (a list, a generator) of `[3, H, W]` tensors, HWC
+            arrays or PIL images, all of one size.
         fps (`float`, *optional*, defaults to 25): frame rate.
         quality (`int`, *optional*, defaults to 20): x264 CRF (0 = lossless, 51 = worst).
     """
@@ -65,30 +105,34 @@ def write_video(
     path = Path(path)
     if path.suffix.lower() != ".mp4":
         raise ValueError(f"`path` must end in .mp4, got {str(path)!r}.")
-    arrays = to_uint8_frames(frames)
-    h, w = arrays[0].shape[:2]
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise ValueError("`frames` is empty: a video needs at least one frame.")
+    first = _to_uint8(first, 0, None)
+    h, w = first.shape[:2]
     pad_h, pad_w = h % 2, w % 2
+    options = ["-crf", str(quality), "-movflags", "+faststart"]
+    if (w + pad_w) * (h + pad_h) > ENCODER_LOOKAHEAD_PIXELS:
+        options += ["-tune", "zerolatency"]  # no lookahead or B-frames: x264 holds a few frames, not ~50
     path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
     with replaced_when_done(path, path.with_name(f".{path.stem}.partial.mp4")) as partial:
-        writer = imageio_ffmpeg.write_frames(
-            str(partial),
-            (w + pad_w, h + pad_h),
-            fps=fps,
-            codec="libx264",
-            pix_fmt_out="yuv420p",
-            output_params=["-crf", str(quality), "-movflags", "+faststart"],
-            macro_block_size=1,
-            ffmpeg_log_level="error",
-        )
+        writer = imageio_ffmpeg.write_frames(ffmpeg_path(partial), (w + pad_w, h + pad_h), fps=fps, codec="libx264",
+                                             pix_fmt_out="yuv420p", output_params=options, macro_block_size=1,
+                                             ffmpeg_log_level="error")
+        arrays = _one_by_one(first, frames, (h, w))
+        del first  # from here each frame is held only until it is encoded
         try:
             writer.send(None)
             for a in arrays:
                 if pad_h or pad_w:
                     a = np.pad(a, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-                writer.send(np.ascontiguousarray(a))
+                writer.send(a)
+                count += 1
         finally:
             writer.close()
-    logger.info("wrote %d frames (%dx%d, %.3g fps) to %s", len(arrays), w, h, fps, path)
+    logger.info("wrote %d frames (%dx%d, %.3g fps) to %s", count, w, h, fps, path)
     return path
 
 
@@ -109,7 +153,7 @@ def _ffmpeg_input(path: Path) -> list[str]:
     # Local files only (no URLs, no other protocols) and container demuxers only: playlists (HLS), concat lists and
     # image sequences would let a crafted upload make ffmpeg read other files or URLs into the frames we return.
     return ["-hide_banner", "-nostdin", "-protocol_whitelist", "file", "-format_whitelist", ",".join(VIDEO_DEMUXERS),
-            "-i", str(path.resolve())]
+            "-i", ffmpeg_path(path.resolve())]
 
 
 def _check_timeout(timeout: float | None, name: str = "timeout") -> None:

@@ -7,8 +7,8 @@ side: points facing the camera take the photo's colour, points facing away (the 
 and the shoulders' lid the colour just inside the outline on their side (what wraps around the body there: long hair
 behind the shoulders, a collar, a sleeve). Per image row the cylinder's axis passes through the middle of the outline
 of the foreground part below the chin that holds the neck (the body; a raised hand or a second person is not), seen
-from the photo's camera at the body's distance; its width follows the outline, its depth is `DEPTH_RATIO` of it. The Gaussians live in head
-space and are not skinned: the head turns and nods above them.
+from the photo's camera at the body's distance; its width follows the outline, its depth is `DEPTH_RATIO` of it.
+The Gaussians live in head space and are not skinned: the head turns and nods above them.
 """
 
 from __future__ import annotations

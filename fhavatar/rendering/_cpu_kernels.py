@@ -23,7 +23,8 @@ Why the code looks the way it does (each point measured, see `benchmarks/render_
 - Gaussian parameters are packed once per Gaussian (`pack_gaussians`) and copied into tile order
   (`gather_rows`), so the compositing loops read memory sequentially.
 
-Everything works on float32 numpy arrays; `rasterize.py` owns validation and autograd.
+The depth sort and the tile binning live in `_cpu_binning` (re-exported here). Everything works on float32 numpy
+arrays; `rasterize.py` owns validation and autograd.
 """
 
 from __future__ import annotations
@@ -35,7 +36,20 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-TILE_SIZE = 16
+from ._cpu_binning import (
+    TILE_SIZE,
+    bin_gaussians_parallel,
+    bin_gaussians_to_tiles,
+    count_tiles_parallel,
+    fill_tiles_parallel,
+    sort_and_bound,
+    sort_by_depth,
+)
+
+__all__ = ["TILE_SIZE", "bin_gaussians_parallel", "bin_gaussians_to_tiles", "count_tiles_parallel",
+           "fill_tiles_parallel", "gather_rows", "pack_gaussians", "rasterize_backward", "rasterize_forward",
+           "scatter_add_rows", "sort_and_bound", "sort_by_depth"]
+
 ALPHA_THRESHOLD = 1.0 / 255.0
 MAX_ALPHA = 0.999
 TRANSMITTANCE_EPS = 1e-4
@@ -83,83 +97,7 @@ def _exp_neg(s):
     return poly * _pow2_neg(k)
 
 
-@njit(cache=True)
-def sort_by_depth(depths, radii):  # depths [N] float32, radii [N, 2] int32 -> [M] int64
-    """Indices of the visible Gaussians (both radii > 0), front to back; ties keep index order.
-
-    A stable LSD radix sort on the depth's bits (3 passes of 11 bits): the order gsplat's radix sort gives.
-    """
-    n = depths.shape[0]
-    keys = np.empty(n, dtype=np.uint32)
-    idx = np.empty(n, dtype=np.int64)
-    m = 0
-    bits = depths.view(np.uint32)
-    for g in range(n):
-        if radii[g, 0] > 0 and radii[g, 1] > 0:
-            b = bits[g]  # IEEE bits -> an unsigned key with the same order (negative floats flipped)
-            keys[m] = ~b if b >> np.uint32(31) else b | np.uint32(0x80000000)
-            idx[m] = g
-            m += 1
-    keys, idx = keys[:m], idx[:m]
-    keys_tmp, idx_tmp = np.empty_like(keys), np.empty_like(idx)
-    for shift in range(0, 32, 11):
-        counts = np.zeros(2049, dtype=np.int64)
-        for i in range(m):
-            counts[((keys[i] >> np.uint32(shift)) & np.uint32(2047)) + 1] += 1
-        for j in range(2048):
-            counts[j + 1] += counts[j]
-        for i in range(m):
-            digit = (keys[i] >> np.uint32(shift)) & np.uint32(2047)
-            pos = counts[digit]
-            counts[digit] = pos + 1
-            keys_tmp[pos], idx_tmp[pos] = keys[i], idx[i]
-        keys, keys_tmp, idx, idx_tmp = keys_tmp, keys, idx_tmp, idx
-    return idx
-
-
-@njit(cache=True)
-def bin_gaussians_to_tiles(
-    means2d,  # [N, 2] float32 pixel coordinates
-    radii,  # [N, 2] int32 half-extents in pixels (0 = culled)
-    order,  # [M] int64 indices of the Gaussians to bin, sorted front to back
-    tiles_x,
-    tiles_y,
-):
-    """Counting sort of (tile, depth) intersections; returns `(tile_offsets [T+1], gaussian_ids [K])`.
-
-    Because `order` is already sorted by depth and the sort is stable, every tile's list is front to back.
-    """
-    n_tiles = tiles_x * tiles_y
-    counts = np.zeros(n_tiles + 1, dtype=np.int64)
-    bounds = np.empty((order.shape[0], 4), dtype=np.int64)
-    for k in range(order.shape[0]):
-        g = order[k]
-        cx = means2d[g, 0] / TILE_SIZE
-        cy = means2d[g, 1] / TILE_SIZE
-        rx = radii[g, 0] / TILE_SIZE
-        ry = radii[g, 1] / TILE_SIZE
-        x0 = min(max(0, int(math.floor(cx - rx))), tiles_x)
-        y0 = min(max(0, int(math.floor(cy - ry))), tiles_y)
-        x1 = min(max(0, int(math.ceil(cx + rx))), tiles_x)
-        y1 = min(max(0, int(math.ceil(cy + ry))), tiles_y)
-        bounds[k, 0], bounds[k, 1], bounds[k, 2], bounds[k, 3] = x0, y0, x1, y1
-        for ty in range(y0, y1):
-            for tx in range(x0, x1):
-                counts[ty * tiles_x + tx + 1] += 1
-    offsets = np.cumsum(counts)
-    ids = np.empty(offsets[-1], dtype=np.int64)
-    fill = offsets[:-1].copy()
-    for k in range(order.shape[0]):
-        g = order[k]
-        for ty in range(bounds[k, 1], bounds[k, 3]):
-            for tx in range(bounds[k, 0], bounds[k, 2]):
-                t = ty * tiles_x + tx
-                ids[fill[t]] = g
-                fill[t] += 1
-    return offsets, ids
-
-
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def pack_gaussians(
     means2d,  # [N, 2]
     conics,  # [N, 3]
@@ -191,7 +129,7 @@ def pack_gaussians(
             out[g, PARAM_FIELDS + ch] = channels[g, ch] if ch < n_channels else 0.0
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def gather_rows(params, ids, out):  # params [N, D], ids [K], out [K, D]: out[k] = params[ids[k]]
     """Copy the packed parameters into tile order so the compositing loops read them sequentially."""
     for k in prange(ids.shape[0]):
@@ -231,7 +169,7 @@ def _gaussian_params(rec, k):
 _F_TRANS, _F_LAST, _F_WEIGHT, _F_XC, _F_ACC = 0, 1, 2, 3, 4
 
 
-@njit(fastmath=True, error_model="numpy", cache=True)
+@njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
 def _forward_tile(t, rec, offsets, width, height, tiles_x, out_render, out_transmittance, out_last):
     n_channels = out_render.shape[0]
     start, end = offsets[t], offsets[t + 1]
@@ -307,7 +245,7 @@ def _forward_tile(t, rec, offsets, width, height, tiles_x, out_render, out_trans
             out_last[y0 + r, x0 + q] = start + np.int64(buf[_F_LAST, p])
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def rasterize_forward(
     rec,  # [K, PARAM_FIELDS + C'] packed parameters in tile order (`gather_rows`), C' >= FUSED_CHANNELS
     offsets,  # [T + 1] tile t owns intersections offsets[t]:offsets[t + 1]
@@ -330,7 +268,7 @@ def rasterize_forward(
 _B_ROWS = 10 + 2 * FUSED_CHANNELS
 
 
-@njit(fastmath=True, error_model="numpy", cache=True)
+@njit(fastmath=True, error_model="numpy", cache=True, nogil=True)
 def _backward_tile(t, rec, offsets, width, height, tiles_x, transmittance, last_index, grad_render, grad_alpha, out):
     n_channels = grad_render.shape[0]
     n_extra = max(n_channels - FUSED_CHANNELS, 0)
@@ -435,7 +373,7 @@ def _backward_tile(t, rec, offsets, width, height, tiles_x, transmittance, last_
                 out[k, 6 + c] = v_col[c]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def rasterize_backward(
     rec,  # [K, PARAM_FIELDS + C'] as for `rasterize_forward`
     offsets,  # [T + 1]
@@ -458,7 +396,7 @@ def rasterize_backward(
         _backward_tile(t, rec, offsets, width, height, tiles_x, transmittance, last_index, grad_render, grad_alpha, out)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def scatter_add_rows(ids, rows, out):  # ids [K], rows [K, D], out [N, D]: out[ids[k]] += rows[k]
     """Sum per-intersection gradient rows into per-Gaussian rows (serial: rows of one Gaussian collide)."""
     for k in range(ids.shape[0]):

@@ -51,7 +51,7 @@ def _view_jacobian(fx, fy, tz, uc, vc, w):
     return jw
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def project_forward(
     means,  # [N, 3]
     quats,  # [N, 4] (w, x, y, z), any norm
@@ -114,7 +114,7 @@ def project_forward(
         out_radii[g, 1] = int(ry)
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def project_backward(
     means,  # [N, 3]
     quats,  # [N, 4]

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from .._checks import check_finite_fields, check_float_fields
 from ..rotations import quat_to_rotmat
+from ._cpu_checks import values_look_valid
 
 __all__ = ["Gaussians"]
 
@@ -48,6 +49,14 @@ class Gaussians:
     def __post_init__(self) -> None:
         self.validate()
 
+    @classmethod
+    def checked(cls, *, means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor) -> Gaussians:
+        """Gaussians of tensors the caller has validated itself, built without running `validate` again
+        (`Avatar.gaussians` checks the values as its kernel computes them). Use the constructor otherwise."""
+        gaussians = cls.__new__(cls)
+        gaussians.__dict__.update(means=means, quats=quats, scales=scales, opacities=opacities, colors=colors)
+        return gaussians
+
     # ------------------------------------------------------------------ validation
     def validate(self, check_values: bool = True) -> None:
         """Check shapes, dtypes, devices and (optionally) values; raise `ValueError` on the first problem."""
@@ -73,6 +82,9 @@ class Gaussians:
                 )
         if not check_values or n == 0:
             return
+        if device.type == "cpu" and all(getattr(self, f.name).dtype == torch.float32 for f in fields(self)):
+            if values_look_valid(*(getattr(self, f.name).detach().numpy() for f in fields(self))):
+                return  # one compiled pass; otherwise the checks below name the problem
         check_finite_fields(self)
         with torch.no_grad():
             # One reduction each: validation runs on every render, so it must stay cheap.

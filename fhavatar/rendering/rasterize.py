@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numba
@@ -45,6 +47,121 @@ def _np32(t: Tensor) -> np.ndarray:
 # Tiles handed to a thread at a time: dynamic scheduling keeps both cores busy although tile costs vary
 # by orders of magnitude (face vs background) and other processes may hold a core.
 _TILE_CHUNK = 4
+#: Largest scratch array (bytes) kept between no-gradient renders; larger ones are allocated per call.
+_KEEP_BYTES = 64 * 2**20
+#: Idle scratch sets kept (one per render running at once is in use; more idle ones would only hold memory).
+_KEEP_SETS = 2
+
+
+class _Scratch:
+    """Arrays reused by no-gradient renders (a video loop renders the same sizes every frame: fresh arrays would
+    cost their page faults each time). One render uses a set at a time (`_scratch()`); nothing handed back to a
+    caller points into it."""
+
+    def __init__(self):
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple, dtype) -> np.ndarray:
+        size = math.prod(shape)
+        kept = self.arrays.get(name)
+        if kept is None or kept.dtype != dtype or kept.size < size:
+            kept = np.empty(size + size // 4, dtype)  # headroom: the intersection count varies per frame
+            if kept.nbytes <= _KEEP_BYTES:
+                self.arrays[name] = kept
+        return kept[:size].reshape(shape)
+
+
+_IDLE_SCRATCH: list[_Scratch] = []
+_SCRATCH_LOCK = threading.Lock()
+
+
+@contextmanager
+def _scratch():
+    """A scratch set for one render: an idle one if any (renders running at once get one each), kept afterwards
+    while fewer than `_KEEP_SETS` are idle, so memory follows concurrent renders, not threads."""
+    with _SCRATCH_LOCK:
+        scratch = _IDLE_SCRATCH.pop() if _IDLE_SCRATCH else _Scratch()
+    try:
+        yield scratch
+    finally:
+        with _SCRATCH_LOCK:
+            if len(_IDLE_SCRATCH) < _KEEP_SETS:
+                _IDLE_SCRATCH.append(scratch)
+
+
+def _fresh(name: str, shape: tuple, dtype) -> np.ndarray:
+    return np.empty(shape, dtype)
+
+
+def _forward_cpu(arrays, views, ks, width, height, scratch: _Scratch | None):
+    """The forward pass for every camera: project, sort, bin, pack, gather and composite (numba kernels).
+
+    `arrays`: float32 means, quats, scales, opacities, colours. `scratch=None` (a backward pass follows): fresh
+    arrays, kept per camera, and the plain serial sort and binning. With a scratch set (no gradient): its arrays
+    for everything, and the faster sort and parallel binning. Same output either way. Returns
+    `(render [B, C + 1, H, W], transmittance [B, H, W], last [B, H, W], per_camera)`.
+    """
+    from . import _cpu_kernels as kern
+    from . import _cpu_projection as proj
+
+    alloc = _fresh if scratch is None else scratch.get
+    tiles_x, tiles_y = math.ceil(width / kern.TILE_SIZE), math.ceil(height / kern.TILE_SIZE)
+    batch, n, n_channels = views.shape[0], arrays[0].shape[0], arrays[4].shape[1] + 1
+    out_render = alloc("render", (batch, n_channels, height, width), np.float32)
+    out_trans = alloc("trans", (batch, height, width), np.float32)
+    out_last = alloc("last", (batch, height, width), np.int64)
+    channels = alloc("channels", (n, n_channels), np.float32)  # colours + depth: one compositing pass
+    channels[:, :-1] = arrays[4]
+    params = alloc("params", (n, kern.PARAM_FIELDS + max(n_channels, kern.FUSED_CHANNELS)), np.float32)
+    per_camera = []
+    for i in range(batch):
+        m2d, conics = alloc("means2d", (n, 2), np.float32), alloc("conics", (n, 3), np.float32)
+        depths, radii = alloc("depths", (n,), np.float32), alloc("radii", (n, 2), np.int32)
+        fx, fy, cx, cy = ks[i, 0, 0], ks[i, 1, 1], ks[i, 0, 2], ks[i, 1, 2]
+        proj.project_forward(*arrays[:4], views[i], fx, fy, cx, cy, width, height, m2d, conics, depths, radii)
+        if scratch is not None:
+            offsets, ids = _sort_and_bin(depths, radii, m2d, tiles_x, tiles_y, scratch)
+        else:
+            order = kern.sort_by_depth(depths, radii)  # front to back: the order of every tile's list
+            offsets, ids = kern.bin_gaussians_to_tiles(m2d, radii, order, tiles_x, tiles_y)
+        _check_tile_load(offsets)
+        channels[:, -1] = depths
+        kern.pack_gaussians(m2d, conics, arrays[3], channels, params)
+        rec = alloc("rows", (ids.shape[0], params.shape[1]), np.float32)
+        kern.gather_rows(params, ids, rec)
+        with numba.parallel_chunksize(_TILE_CHUNK):
+            kern.rasterize_forward(rec, offsets, width, height, tiles_x, out_render[i], out_trans[i], out_last[i])
+        per_camera.append((radii, ids, offsets, rec, (fx, fy, cx, cy)))
+    return out_render, out_trans, out_last, per_camera
+
+
+def _sort_and_bin(depths, radii, m2d, tiles_x, tiles_y, scratch: _Scratch):
+    """`sort_by_depth` + `bin_gaussians_to_tiles`'s lists, in scratch arrays, the binning on all numba threads
+    (`_cpu_binning.sort_and_bound`, `count_tiles_parallel`, `fill_tiles_parallel`)."""
+    from . import _cpu_kernels as kern
+
+    n, n_tiles, get = depths.shape[0], tiles_x * tiles_y, scratch.get
+    order, rects = kern.sort_and_bound(
+        depths, radii, m2d, tiles_x, tiles_y, get("keys", (n,), np.uint32), get("keys_tmp", (n,), np.uint32),
+        get("order", (n,), np.int64), get("order_tmp", (n,), np.int64), get("rects", (n, 4), np.int32),
+        get("rects_tmp", (n, 4), np.int32))
+    threads = numba.get_num_threads()
+    runs = 1 if threads == 1 else max(1, min(4 * threads, order.shape[0]))  # a few per thread: costs differ
+    counts, offsets = get("tile_counts", (runs, n_tiles), np.int64), get("offsets", (n_tiles + 1,), np.int64)
+    ids = get("ids", (kern.count_tiles_parallel(rects, tiles_x, counts, offsets),), np.int64)
+    kern.fill_tiles_parallel(order, rects, tiles_x, counts, ids)
+    return offsets, ids
+
+
+def _render_cpu_no_grad(means, quats, scales, opacities, colors, viewmats, Ks, width, height, scratch: _Scratch):
+    """`_RenderCPU.forward` for a caller that needs no gradient: scratch arrays, faster sort, parallel binning.
+
+    Returns `render [B, C + 1, H, W]`, a view of `scratch` (the caller copies what it hands out before the set is
+    used again), and a new `alpha [B, 1, H, W]`."""
+    arrays = [_np32(t) for t in (means, quats, scales, opacities, colors)]
+    views, ks = viewmats.detach().double().numpy(), Ks.detach().double().numpy()
+    render, trans, _, _ = _forward_cpu(arrays, views, ks, width, height, scratch)
+    return torch.from_numpy(render).to(colors.dtype), torch.from_numpy(1.0 - trans).to(colors.dtype)[:, None]
 
 
 class _RenderCPU(torch.autograd.Function):
@@ -58,35 +175,11 @@ class _RenderCPU(torch.autograd.Function):
     def forward(ctx, means, quats, scales, opacities, colors, viewmats, Ks, width, height):
         # means [N,3], quats [N,4], scales [N,3], opacities [N], colors [N,C], viewmats [B,4,4], Ks [B,3,3] (pixels)
         from . import _cpu_kernels as kern
-        from . import _cpu_projection as proj
 
-        tiles_x = math.ceil(width / kern.TILE_SIZE)
-        tiles_y = math.ceil(height / kern.TILE_SIZE)
-        batch, n, n_channels = viewmats.shape[0], means.shape[0], colors.shape[1] + 1
         arrays = [_np32(t) for t in (means, quats, scales, opacities, colors)]
         views, ks = viewmats.detach().double().numpy(), Ks.detach().double().numpy()
-        out_render = np.empty((batch, n_channels, height, width), dtype=np.float32)
-        out_trans = np.empty((batch, height, width), dtype=np.float32)
-        out_last = np.empty((batch, height, width), dtype=np.int64)
-        channels = np.empty((n, n_channels), dtype=np.float32)  # colours + depth: one compositing pass
-        channels[:, :-1] = arrays[4]
-        params = np.empty((n, kern.PARAM_FIELDS + max(n_channels, kern.FUSED_CHANNELS)), dtype=np.float32)
-        per_camera = []
-        for i in range(batch):
-            m2d, conics = np.empty((n, 2), np.float32), np.empty((n, 3), np.float32)
-            depths, radii = np.empty(n, np.float32), np.empty((n, 2), np.int32)
-            fx, fy, cx, cy = ks[i, 0, 0], ks[i, 1, 1], ks[i, 0, 2], ks[i, 1, 2]
-            proj.project_forward(*arrays[:4], views[i], fx, fy, cx, cy, width, height, m2d, conics, depths, radii)
-            order = kern.sort_by_depth(depths, radii)  # front to back: the order of every tile's list
-            offsets, ids = kern.bin_gaussians_to_tiles(m2d, radii, order, tiles_x, tiles_y)
-            _check_tile_load(offsets)
-            channels[:, -1] = depths
-            kern.pack_gaussians(m2d, conics, arrays[3], channels, params)
-            rec = np.empty((ids.shape[0], params.shape[1]), dtype=np.float32)
-            kern.gather_rows(params, ids, rec)
-            with numba.parallel_chunksize(_TILE_CHUNK):
-                kern.rasterize_forward(rec, offsets, width, height, tiles_x, out_render[i], out_trans[i], out_last[i])
-            per_camera.append((radii, ids, offsets, rec, (fx, fy, cx, cy)))
+        out_render, out_trans, out_last, per_camera = _forward_cpu(arrays, views, ks, width, height, None)
+        tiles_x = math.ceil(width / kern.TILE_SIZE)
         ctx.per_camera, ctx.arrays, ctx.views = per_camera, arrays, views
         ctx.trans, ctx.last, ctx.size = out_trans, out_last, (width, height, tiles_x)
         render = torch.from_numpy(out_render).to(colors.dtype)
@@ -187,7 +280,9 @@ def render_gaussians(
     CUDA tensors go through `gsplat.rasterization`; CPU tensors through FHAvatar's own tile rasterizer,
     which follows gsplat's maths (EWA projection with 0.3 px² blur, opacity-aware 3.33σ boxes, 16x16
     tiles, front-to-back compositing, alpha ≤ 0.999, alpha < 1/255 skipped, stop at T < 1e-4, near plane
-    0.01) and is differentiable with respect to every Gaussian attribute and `features`.
+    0.01) and is differentiable with respect to every Gaussian attribute and `features`. A CPU render that needs no
+    gradient (under `torch.no_grad()`, or no input requires one) reuses scratch arrays between calls and sorts and
+    bins faster, with the same output.
 
     Args:
         gaussians (`Gaussians`): N Gaussians in world (head) space.
@@ -221,7 +316,7 @@ def render_gaussians(
     channels = [gaussians.colors]
     if features is not None:
         channels.append(features.to(gaussians.dtype))
-    stacked = torch.cat(channels, dim=-1)  # [N, C + F]
+    stacked = channels[0] if features is None else torch.cat(channels, dim=-1)  # [N, C + F]
 
     if n == 0:
         render = torch.zeros(batch, stacked.shape[1], height, width, dtype=gaussians.dtype, device=gaussians.device)
@@ -233,20 +328,30 @@ def render_gaussians(
         depth = render[:, -1:]  # gsplat's "ED" mode already divides by alpha
     else:
         # [B, C + F + 1, H, W] written channel-first by the kernels: no layout copies afterwards
-        render, alpha = _RenderCPU.apply(
-            gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities, stacked,
-            camera.world2cam, camera.pixel_intrinsics(width, height), width, height,
-        )
+        inputs = (gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities, stacked)
+        args = (camera.world2cam, camera.pixel_intrinsics(width, height), width, height)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+            render, alpha = _RenderCPU.apply(*inputs, *args)
+        else:  # the outputs are copied out of the scratch set before it is given back
+            with _scratch() as scratch:
+                render, alpha = _render_cpu_no_grad(*inputs, *args, scratch)
+                return _outputs(render, alpha, render[:, -1:] / alpha.clamp(min=1e-10), c, bg, features, True)
         depth = render[:, -1:] / alpha.clamp(min=1e-10)
+    return _outputs(render, alpha, depth, c, bg, features, False)
+
+
+def _outputs(render, alpha, depth, c: int, bg, features, scratch: bool) -> RenderOutput:
+    """Image over the background, alpha, depth and features as contiguous tensors of their own (copies where
+    `render` is a view of scratch arrays)."""
     image = render[:, :c]
     if bg is not None:
         image = image + bg[:, :, None, None] * (1.0 - alpha)
-    return RenderOutput(
-        image=image.contiguous(),
-        alpha=alpha.contiguous(),
-        depth=depth.contiguous(),
-        features=render[:, c : c + features.shape[1]].contiguous() if features is not None else None,
-    )
+    elif scratch:
+        image = image.clone()
+    if features is not None:
+        features = render[:, c : c + features.shape[1]]
+        features = features.clone() if scratch else features.contiguous()
+    return RenderOutput(image=image.contiguous(), alpha=alpha.contiguous(), depth=depth.contiguous(), features=features)
 
 
 def _render_gsplat(gaussians: Gaussians, camera: Camera, width: int, height: int, stacked: Tensor):

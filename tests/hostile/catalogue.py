@@ -2,9 +2,15 @@
 
 A case is *refused* when it raises one of the documented error types (`ValueError`, `TypeError`,
 `FileNotFoundError` unless the case says otherwise) with a message that names the problem (`match`), and
-*handled* when it returns a result that passes its check. Anything else is a *crash* (another exception type, an
-unreadable message, a wrong result, or an accepted input that should have been refused) or a *hang* (it ran past
-its time limit). `conftest.py` prints the totals at the end of the session.
+*handled* when it returns a result that passes its check. Anything else is a failure of one of three classes:
+
+- a *crash*: another exception type, or a documented one whose message does not name the problem;
+- a *silent wrong result*: it returned as if all went well, but the result fails its check (a wrong avatar, a
+  setting of one session in another's result), or it accepted an input that must be refused. The worst class: the
+  user is never told;
+- a *hang*: it ran past its time limit.
+
+`conftest.py` prints the totals at the end of the session.
 """
 
 from __future__ import annotations
@@ -29,11 +35,13 @@ PROBLEMS: list[tuple[str, str, str]] = []
 FUZZ: Counter = Counter()
 
 DOCUMENTED = (ValueError, TypeError, FileNotFoundError)
+#: The outcome of a case that returned without error but wrongly (or accepted what it must refuse).
+SILENT_WRONG = "silent wrong result"
 #: Seconds one case may run; every case here is tiny, so running longer means it hangs.
 DEFAULT_LIMIT_S = 60.0
 
 #: Defects found by this catalogue in modules outside `tests/hostile` that are not fixed yet. Each key marks its
-#: tests `xfail(strict=True)`: they still run and count (as crashes), and the marker must go when the fix lands
+#: tests `xfail(strict=True)`: they still run and count (as failures), and the marker must go when the fix lands
 #: (a strict xfail that passes fails the run). The value says where the fix belongs.
 KNOWN_DEFECTS: dict[str, str] = {}
 
@@ -114,7 +122,7 @@ def refused(case: str, fn: Callable[[], Any], match: str, errors: tuple[type[Bas
         return err
     except (Exception, SystemExit) as err:  # the point is to classify whatever escapes
         _fail(case, "crash", f"undocumented {type(err).__module__}.{type(err).__name__}: {str(err)[:300]}")
-    _fail(case, "crash", f"accepted instead of refused (returned {type(result).__name__})")
+    _fail(case, SILENT_WRONG, f"accepted instead of refused (returned {type(result).__name__})")
 
 
 def handled(case: str, fn: Callable[[], Any], check: Callable[[Any], Any] | None = None,
@@ -130,8 +138,8 @@ def handled(case: str, fn: Callable[[], Any], check: Callable[[Any], Any] | None
     if check is not None:
         try:
             check(result)
-        except AssertionError as err:
-            _fail(case, "crash", f"wrong result: {err}")
+        except (AssertionError, pytest.fail.Exception) as err:  # `assert ...` or `... or pytest.fail(...)`
+            _fail(case, SILENT_WRONG, f"wrong result: {err}")
     OUTCOMES["tried"] += 1
     OUTCOMES["handled"] += 1
     return result
@@ -146,7 +154,8 @@ def summary_lines() -> list[str]:
         crashes += (f" ({OUTCOMES['known']} of them known defects outside tests/hostile, marked xfail until fixed: "
                     f"{', '.join(sorted(TRIGGERED))})")
     lines = [f"hostile inputs: {OUTCOMES['tried']} tried, {OUTCOMES['refused']} refused with a clear error, "
-             f"{OUTCOMES['handled']} handled correctly, {crashes}, {OUTCOMES['hang']} hangs"]
+             f"{OUTCOMES['handled']} handled correctly, {crashes}, {OUTCOMES['hang']} hangs, "
+             f"silent wrong results: {OUTCOMES[SILENT_WRONG]}"]
     if FUZZ["inputs"]:
         known = f" ({FUZZ['known']} in tests of known defects)" if FUZZ["known"] else ""
         lines.append(f"hostile fuzz: {FUZZ['inputs']} generated inputs, {FUZZ['refused']} refused with a documented "

@@ -45,6 +45,14 @@ def test_photo_without_a_face(pipe, tmp_path):
     refused("no face (noise)", lambda: pipe.reconstruct(tmp_path / "noise.png"), r"No face found in the 200x160 image")
 
 
+def test_no_face_message_gives_the_photos_own_size(pipe, tmp_path):
+    """A large photo is searched downscaled (at most 2048 a side); the message names the size the user knows."""
+    ramp = np.linspace(0, 255, 4000, dtype=np.uint8)[None, :, None].repeat(3000, 0).repeat(3, 2)
+    Image.fromarray(ramp).save(tmp_path / "big.png")
+    refused("no face (4000x3000 photo)", lambda: pipe.reconstruct(tmp_path / "big.png"),
+            r"No face found in the 4000x3000 photo \(searched at 2048x1536\)", limit_s=120)
+
+
 def test_photo_with_several_faces_uses_the_largest(pipe, face):
     canvas = Image.new("RGB", (900, 600), (90, 120, 160))
     canvas.paste(face.resize((400, 400)), (20, 100))  # the large face: x in [20, 420]
@@ -136,6 +144,13 @@ def test_huge_dimension_headers_are_refused_before_decoding(tmp_path, kind):
     path = _huge_headers(tmp_path)[kind]
     refused(f"huge-dimension {kind} header", lambda: load_image(path), r"(\d+ Mpx|too large|not a readable image)",
             limit_s=5)
+
+
+def test_decompression_bomb_message_quotes_the_projects_limit(tmp_path):
+    """PIL refuses a 65000² header itself (its own limit is ~179 Mpx); the message quotes FHAvatar's 100 Mpx."""
+    path = _huge_headers(tmp_path)["png"]
+    refused("65000x65000 PNG header: the limit quoted", lambda: load_image(path),
+            rf"bomb\.png' is too large \(4225 Mpx\); at most {MAX_IMAGE_PIXELS / 1e6:.0f} Mpx is accepted", limit_s=5)
 
 
 def test_decoding_bombs_stay_within_bounded_memory(tmp_path):

@@ -160,3 +160,41 @@ def test_sort_by_depth_is_stable_and_drops_culled():
     visible = np.flatnonzero((radii[:, 0] > 0) & (radii[:, 1] > 0))
     np.testing.assert_array_equal(order, visible[np.argsort(depths[visible], kind="stable")])
     assert kern.sort_by_depth(depths[:0], radii[:0]).shape == (0,)
+
+
+@pytest.mark.parametrize("chunks", [1, 3, 8, 5000])
+def test_parallel_binning_gives_the_serial_lists(chunks):
+    rng = np.random.default_rng(chunks)
+    n, tiles_x, tiles_y = 3000, 7, 5  # a 112 x 80 image; some boxes reach outside it
+    means2d = rng.uniform(-20, 130, (n, 2)).astype(np.float32)
+    radii = rng.integers(0, 40, (n, 2)).astype(np.int32)
+    depths = rng.uniform(0.5, 3.0, n).astype(np.float32)
+    order = kern.sort_by_depth(depths, radii)
+    offsets, ids = kern.bin_gaussians_to_tiles(means2d, radii, order, tiles_x, tiles_y)
+    par_offsets, par_ids = kern.bin_gaussians_parallel(means2d, radii, order, tiles_x, tiles_y, chunks)
+    np.testing.assert_array_equal(par_offsets, offsets)
+    np.testing.assert_array_equal(par_ids, ids)
+    empty = kern.bin_gaussians_parallel(means2d, radii, order[:0], tiles_x, tiles_y, chunks)
+    assert empty[1].shape == (0,) and (empty[0] == 0).all()
+
+
+def test_sort_and_bound_gives_the_plain_order_and_each_gaussians_tiles():
+    rng = np.random.default_rng(1)
+    n, tiles_x, tiles_y = 4000, 6, 4
+    for depths in (rng.choice(np.array([-1.5, 0.02, 0.5, 2.7, 2.7000003, 1e6], np.float32), n),  # ties, a wide span
+                   rng.uniform(2.4, 3.1, n).astype(np.float32)):  # a head: two radix passes
+        radii = rng.integers(0, 30, (n, 2)).astype(np.int32)
+        means2d = rng.uniform(-30, 120, (n, 2)).astype(np.float32)
+        work = [np.empty(n, t) for t in (np.uint32, np.uint32, np.int64, np.int64)]
+        rects = [np.empty((n, 4), np.int32) for _ in range(2)]
+        order, sorted_rects = kern.sort_and_bound(depths, radii, means2d, tiles_x, tiles_y, *work, *rects)
+        expected = kern.sort_by_depth(depths, radii)
+        np.testing.assert_array_equal(order, expected)
+        offsets, ids = kern.bin_gaussians_to_tiles(means2d, radii, expected, tiles_x, tiles_y)
+        counts, par_offsets = np.empty((3, tiles_x * tiles_y), np.int64), np.empty(tiles_x * tiles_y + 1, np.int64)
+        par_ids = np.empty(kern.count_tiles_parallel(sorted_rects, tiles_x, counts, par_offsets), np.int64)
+        kern.fill_tiles_parallel(order, sorted_rects, tiles_x, counts, par_ids)
+        np.testing.assert_array_equal(par_offsets, offsets)
+        np.testing.assert_array_equal(par_ids, ids)
+    empty = kern.sort_and_bound(depths[:0], radii[:0], means2d[:0], tiles_x, tiles_y, *work, *rects)
+    assert empty[0].shape == (0,) and empty[1].shape == (0, 4)
