@@ -30,7 +30,7 @@ from .avatar_file import load_avatar_file, save_avatar_file
 from .io import image_size, read_video, save_image, side_by_side, video_info, write_video
 from .io.ply import save_gaussians_ply
 from .motions import FPS as MOTION_FPS
-from .motions import MOTIONS
+from .motions import MOTIONS, check_motion
 from .pipeline_fhavatar import FHAvatarPipeline
 from .pipeline_inputs import MAX_DRIVING_SIDE, check_render_args, reword
 from .rendering import Camera, Gaussians
@@ -286,9 +286,12 @@ class AvatarService:
         """
         try:
             video = self._check_file(driving_video, "driving video") if driving_video else None
-            if video is None and motion not in MOTIONS:
-                raise gr.Error("Please upload a driving video or choose a built-in motion "
-                               f"({', '.join(label for label, _ in MOTION_CHOICES)}).")
+            if video is None:
+                try:
+                    motion = check_motion(motion)  # "look around", "Look-around" and "look_around" alike
+                except ValueError:
+                    raise gr.Error("Please upload a driving video or choose a built-in motion "
+                                   f"({', '.join(label for label, _ in MOTION_CHOICES)}).") from None
             if mode not in ("relative", "absolute"):
                 raise gr.Error(f"Transfer mode must be 'relative' or 'absolute', got {mode!r}.")
             size = int(size)

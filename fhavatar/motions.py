@@ -12,14 +12,17 @@ rest, so it loops.
 - `nod` / `shake`: damped oscillations of the head about the neck joint (pitch 11° down first / yaw ±12°, halving
   about every cycle, ~1.7 Hz / ~1.8 Hz); the eyes counter-rotate (vestibulo-ocular reflex), so the gaze stays on the
   viewer.
-- `talk`: phrases of 1.2-2.6 s with 0.3-0.6 s pauses; syllables of 140-260 ms (4-5 per second) open the jaw by
-  3-9° and round or spread the lips; brows lift on some stressed syllables; small, slow head movements (filtered
-  noise, 1-2°) and blinks every 2.5-4.5 s.
+- `talk`: phrases of 1.2-2.6 s with 0.3-0.6 s pauses; syllables of 160-280 ms (about 4.5 per second) open the jaw
+  by up to 3-8° (less for short ones) and round or spread the lips; brows lift on some stressed syllables; small,
+  slow head movements (filtered noise, 1-2°) and blinks every 2.5-4.5 s.
 - `smile`: mouth corners up, out and back, cheeks raised and lower lids pushed up (a Duchenne smile), lips
   parted; 0.6 s onset, 1.4 s hold, 0.8 s release, a slight head tilt, a blink.
 - `look_around`: gaze shifts to the left, right, up and down: the eyes lead with a 70 ms saccade, the head
-  follows over 0.6 s and ends with ~70 % of the shift, the eyes holding the target meanwhile; blinks at some shifts.
-- `blink`: single and double blinks, 100 ms to close and 150 ms to reopen.
+  follows over 0.6 s and ends with ~70 % of the shift, the eyes (at most 18° off centre) holding the target
+  meanwhile; blinks at some large shifts.
+- `blink`: single and double blinks, 100 ms to close and 150 ms to reopen. In every blink the upper lid's margin
+  slides down whole (the skin below the brow stretches), bulges forward over the eye, and the eyes roll up (Bell's
+  phenomenon), so the eye covers stay hidden behind the closed lids.
 
 Expression shapes are built on the source's own face (the OpenHead template plus the source expression), so a
 blink closes the lids the photo shows, whatever their gap. Random parts (syllables, blink times) come from
@@ -160,21 +163,31 @@ def _curves(t: np.ndarray, fps: float, **given: np.ndarray) -> MotionCurves:
 
 
 # ---------------------------------------------------------------------------------------------- presets
+def _starts(duration: float, length: float, lead: float, rest: float) -> tuple[list[float], float]:
+    """Start times of a gesture `length` seconds long repeated after `rest` seconds, the first at `lead`, while a whole
+    one fits in `duration` (0.1 s kept at the end), and the factor (<= 1) it is sped up by when not even one fits."""
+    room = duration - lead - 0.1
+    if room < length:
+        return [lead if room > 0 else 0.0], max(room, 0.5 * duration, 1e-3) / length
+    return [lead + k * (length + rest) for k in range(int((room + rest) // (length + rest)))], 1.0
+
+
 def _gesture(t: np.ndarray, duration: float, amplitudes: list[float], half_periods: list[float], lead: float = 0.2,
              rest: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """A damped oscillation through `amplitudes` (turning points, from and back to 0), each reached in its half period
-    along a minimum-jerk path; repeated after `rest` seconds while a whole one fits in `duration`. Returns the curve
-    and its envelope (0 at rest, 1 while a gesture runs, minimum-jerk ramps of the first and last half period)."""
-    length = sum(half_periods)
-    keys, envelope, start = [], [], lead
-    while not keys or start + length <= duration - 0.1:
+    along a minimum-jerk path; repeated after `rest` seconds while a whole one fits in `duration` (one shorter and
+    smaller when none fits: the same speed). Returns the curve and its envelope (0 at rest, 1 while a gesture runs,
+    minimum-jerk ramps of the first and last half period)."""
+    starts, speed = _starts(duration, sum(half_periods), lead, rest)
+    halves, amplitudes = [h * speed for h in half_periods], [a * speed for a in amplitudes]
+    keys, envelope = [], []
+    for start in starts:
         time = start
         keys.append((time, 0.0))
-        for value, half in zip([*amplitudes, 0.0], half_periods):
+        for value, half in zip([*amplitudes, 0.0], halves):
             time += half
             keys.append((time, value))
-        envelope += [(start, 0.0), (start + half_periods[0], 1.0), (time - half_periods[-1], 1.0), (time, 0.0)]
-        start = time + rest
+        envelope += [(start, 0.0), (start + halves[0], 1.0), (time - halves[-1], 1.0), (time, 0.0)]
     return _keys(t, keys), _keys(t, envelope)
 
 
@@ -209,12 +222,10 @@ def _blink(t, duration, rng):
 
 
 def _smile(t, duration, rng):
-    keys, start = [], 0.3
-    while not keys or start + 2.9 <= duration - 0.1:
-        keys += [(start, 0.0), (start + 0.6, 1.0), (start + 2.0, 1.0), (start + 2.8, 0.0)]
-        start += 3.6
+    starts, speed = _starts(duration, 2.8, 0.3, 0.8)  # 0.6 s onset, 1.4 s hold, 0.8 s release
+    keys = [(start + k * speed, v) for start in starts for k, v in ((0.0, 0.0), (0.6, 1.0), (2.0, 1.0), (2.8, 0.0))]
     smile = _keys(t, keys)
-    blinks = _keys(t, _merge_keys(*(_blink_keys(k[0] + 1.1) for k in keys[::4])))
+    blinks = _keys(t, _merge_keys(*(_blink_keys(start + 1.1 * speed) for start in starts if speed == 1.0)))
     return {"smile": smile, "jaw": 0.035 * smile, "pitch": -3.0 * smile, "roll": 3.0 * smile, "blink": blinks}
 
 
@@ -225,10 +236,10 @@ def _talk(t, duration, rng):
         phrase_end = min(time + rng.uniform(1.2, 2.6), duration - 0.35)
         stressed = rng.random() < 0.6
         first = True
-        while time + 0.14 <= phrase_end:
-            syllable = rng.uniform(0.14, 0.26)
+        while time + 0.16 <= phrase_end:
+            syllable = rng.uniform(0.16, 0.28)
             peak = time + syllable * rng.uniform(0.4, 0.6)
-            jaw_keys += [(peak, math.radians(rng.uniform(3.0, 9.0)))]
+            jaw_keys += [(peak, math.radians(rng.uniform(3.0, 8.0) * min(1.0, syllable / 0.24)))]  # short: less open
             round_keys += [(peak, float(rng.uniform(-0.8, 0.8)))]
             time += syllable
             jaw_keys += [(time, math.radians(rng.uniform(0.0, 1.5)))]  # consonants close the mouth (nearly)
@@ -315,8 +326,9 @@ def motion_length(motion, num_frames: int | None = None, fps: float = FPS, drivi
 def motion_curves(motion: str, num_frames: int | None = None, fps: float = FPS,
                   generator: torch.Generator | None = None) -> MotionCurves:
     """The time curves of the preset `motion` (`MOTIONS`) over `num_frames` frames (default: its own duration) at
-    `fps`. A longer run repeats a gesture (nod, shake, smile) or goes on (talk, blink, look_around); every run starts
-    and ends at rest. `generator` seeds the random parts (none: the same curves every time)."""
+    `fps`. A longer run repeats a gesture (nod, shake, smile) or goes on (talk, blink, look_around), a run too short for
+    one gesture gets a shorter, smaller one at the same speed; every run starts and ends at rest. `generator` seeds
+    the random parts (none: the same curves every time)."""
     name = check_motion(motion, num_frames)
     if not (isinstance(fps, (int, float)) and math.isfinite(fps) and 1 <= fps <= 240):
         raise ValueError(f"`fps` must be a number in [1, 240], got {fps!r}.")

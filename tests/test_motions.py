@@ -64,6 +64,20 @@ def test_every_preset_is_smooth_and_starts_and_ends_at_the_source(name, posed, h
     torch.testing.assert_close(cameras.cam2world, source.camera.cam2world.expand(len(cameras), 4, 4))
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_draws_and_other_lengths_stay_smooth(head, source, seed):
+    """Other generator draws and lengths (shorter, longer, repeated gestures) keep the bounds and end at rest."""
+    rest = head(source.params).double().numpy()[0]
+    for name in MOTIONS:
+        for frames in (37, 260):
+            params, _ = motion_params(name, source, head, frames, generator=torch.Generator().manual_seed(seed))
+            vertices = head(params).double().numpy()
+            steps = np.diff(vertices, axis=0)
+            assert np.linalg.norm(steps, axis=-1).max() < MAX_STEP, (name, frames)
+            assert np.linalg.norm(np.diff(steps, axis=0), axis=-1).max() < MAX_STEP_CHANGE, (name, frames)
+            np.testing.assert_allclose(vertices[-1], rest, atol=1e-6)
+
+
 def test_curves_reach_rest_with_zero_speed():
     """Minimum-jerk keyframes: at the first and last frames the curves and their first differences are ~zero."""
     for name in MOTIONS:
