@@ -40,7 +40,7 @@ import torch
 from _timing import Stats, default_clip, default_photo, driving_frames, repeat
 
 from fhavatar import FHAvatarPipeline
-from fhavatar.animation import FrameThreads, frame_params, transfer_motion
+from fhavatar.animation import FrameThreads, frame_params, single_torch_thread, transfer_motion
 from fhavatar.pipeline_inputs import square_pixels
 from fhavatar.rendering import gaussians as gaussians_module
 from fhavatar.rendering import render_gaussians
@@ -90,13 +90,15 @@ def todays_path(pipe, avatar, tracks, size: int) -> torch.Tensor:  # -> [T, 3, H
 
 @torch.no_grad()
 def render_only(posed, cameras, size: int, background) -> torch.Tensor:
-    """The animate loop's render step alone (same thread settings), on Gaussians posed beforehand."""
+    """The animate loop's render step alone (same thread settings, same final copies), on Gaussians posed
+    beforehand."""
     frames, threads = [], FrameThreads()
     for t, gaussians in enumerate(posed):
         with threads.frame():
             frame = render_gaussians(gaussians, cameras[t], size, size, background=background)
         frames.append(frame.image[0].cpu())
-    return torch.stack(frames)
+    with single_torch_thread():  # as `pipe.animate` stacks them
+        return torch.stack(frames).clamp(0, 1)
 
 
 def spread(values: list[float]) -> str:

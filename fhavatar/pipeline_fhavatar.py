@@ -24,7 +24,7 @@ from diffusers.utils import BaseOutput
 from torch import Tensor
 
 from ._checks import Setting, check_settings
-from .animation import FrameThreads, frame_params, transfer_motion
+from .animation import FrameThreads, frame_params, single_torch_thread, transfer_motion
 from .avatar import Avatar
 from .head.open_head import OpenHead
 from .io import load_image, read_video
@@ -335,7 +335,8 @@ class FHAvatarPipeline(AvatarBuilding, DiffusionPipeline):
                          "Pass fewer `num_frames` or a smaller `height` x `width`.")
         frames = self.iter_animate(avatar, driving, mode, use_driving_camera, height, width, num_frames, source_track,
                                    background, motion)
-        return postprocess(torch.stack(list(frames)), output_type)
+        with single_torch_thread():  # big copies, where torch's threads wait on each other on a busy CPU
+            return postprocess(torch.stack(list(frames)), output_type)
 
     @torch.no_grad()
     def iter_animate(self, avatar: Avatar, driving=None, mode: Literal["relative", "absolute"] = "relative",
@@ -380,7 +381,9 @@ class FHAvatarPipeline(AvatarBuilding, DiffusionPipeline):
         elevation = self.config.orbit_elevation if elevation is None else elevation
         check_render_args(num_frames, height, width, output_type, elevation)
         cameras = Camera.orbit(int(num_frames), elevation_deg=float(elevation))
-        return postprocess(torch.stack(list(self.render_views(avatar, cameras, height, width, background))), output_type)
+        with single_torch_thread():  # as in `animate`
+            return postprocess(torch.stack(list(self.render_views(avatar, cameras, height, width, background))),
+                               output_type)
 
     @torch.no_grad()
     def render_views(self, avatar: Avatar, cameras: Camera, height: int = 512, width: int = 512,

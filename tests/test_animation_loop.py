@@ -268,12 +268,12 @@ def test_no_gradient_renders_match_the_autograd_path_and_keep_their_outputs(head
     kept = [first.image.clone(), first.alpha.clone(), first.depth.clone(), first.features.clone()]
     for t in range(2):
         g = avatar.gaussians(frame_params(params, t))
-        fast = render_gaussians(g, cameras[t], 96, 64, background=background)
+        fast = render_gaussians(g, cameras[t], 96, 64, background=background, features=features)
         with torch.enable_grad():
             means = g.means.clone().requires_grad_(True)
             slow = render_gaussians(Gaussians(means, g.quats, g.scales, g.opacities, g.colors), cameras[t], 96, 64,
-                                    background=background)
-        for name in ("image", "alpha", "depth"):
+                                    background=background, features=features)
+        for name in ("image", "alpha", "depth", "features"):
             assert torch.equal(getattr(fast, name), getattr(slow, name).detach()), name
     for value, again in zip(kept, (first.image, first.alpha, first.depth, first.features)):
         assert torch.equal(value, again)  # later renders reuse the scratch; returned tensors are not in it

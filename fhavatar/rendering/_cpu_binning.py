@@ -101,6 +101,55 @@ def bin_gaussians_to_tiles(
 
 
 @njit(cache=True, nogil=True)
+def _visible_run(radii, start, end):
+    count = 0
+    for g in range(start, end):
+        count += radii[g, 0] > 0 and radii[g, 1] > 0
+    return count
+
+
+@njit(cache=True, nogil=True)
+def _gather_run(depths, radii, means2d, tiles_x, tiles_y, start, end, at, keys, idx, rects, bounds):
+    """The visible Gaussians of start:end, in index order, from slot `at` on: their depth keys (IEEE bits made an
+    unsigned key of the same order, negative floats flipped), indices and tile rectangles; `bounds` gets the
+    smallest and largest key."""
+    lowest, highest = np.uint32(0xFFFFFFFF), np.uint32(0)
+    bits = depths.view(np.uint32)
+    for g in range(start, end):
+        if radii[g, 0] > 0 and radii[g, 1] > 0:
+            b = bits[g]
+            key = ~b if b >> np.uint32(31) else b | np.uint32(0x80000000)
+            keys[at], idx[at] = key, g
+            lowest, highest = min(lowest, key), max(highest, key)
+            x0, y0, x1, y1 = _tile_bounds(means2d, radii, g, tiles_x, tiles_y)
+            rects[at, 0], rects[at, 1], rects[at, 2], rects[at, 3] = x0, y0, x1, y1
+            at += 1
+    bounds[0], bounds[1] = lowest, highest
+
+
+@njit(cache=True, nogil=True)
+def _digit_run(keys, start, end, lowest, shift, counts):
+    """Subtract `lowest` from keys start:end on the first pass; count their digits at `shift` into `counts`."""
+    counts[:] = 0
+    for i in range(start, end):
+        if shift == 0:
+            keys[i] -= lowest
+        counts[(keys[i] >> np.uint32(shift)) & np.uint32(2047)] += 1
+
+
+@njit(cache=True, nogil=True)
+def _scatter_run(keys, idx, rects, start, end, shift, slots, keys_out, idx_out, rects_out):
+    """Move keys start:end (with their indices and rectangles) to their digit's next slot, in order (stable)."""
+    for i in range(start, end):
+        digit = (keys[i] >> np.uint32(shift)) & np.uint32(2047)
+        pos = slots[digit]
+        slots[digit] = pos + 1
+        keys_out[pos], idx_out[pos] = keys[i], idx[i]
+        for c in range(4):
+            rects_out[pos, c] = rects[i, c]
+
+
+@njit(parallel=True, cache=True, nogil=True)
 def sort_and_bound(
     depths,  # [N] float32
     radii,  # [N, 2] int32
@@ -110,47 +159,50 @@ def sort_and_bound(
     keys, keys_tmp,  # [N] uint32 work arrays
     idx, idx_tmp,  # [N] int64 work arrays
     rects, rects_tmp,  # [N, 4] int32 work arrays
+    counts,  # [R, 2048] int64 work array: R runs (one: serial)
 ):
     """`sort_by_depth`'s order (the same indices) and, in that order, each Gaussian's tiles `[x0, y0, x1, y1)`:
     returns views `(order [M], rects [M, 4])` of the work arrays (a video loop reuses them).
 
     Faster than the plain sort followed by the binning's reads: the tile rectangles are computed while the visible
-    Gaussians are gathered (in index order, so sequential reads) and travel with the keys, so the binning reads them
-    in depth order, sequentially; and the radix passes only cover the bits in which the keys differ (their minimum
-    subtracted: two 11-bit passes instead of three for a head's depth range).
+    Gaussians are gathered (in index order: sequential reads) and travel with the keys, so the binning reads them in
+    depth order, sequentially; the radix passes only cover the bits in which the keys differ (their minimum
+    subtracted: two 11-bit passes instead of three for a head's depth range); and every step runs on R runs of the
+    arrays in parallel (per-run digit counts, a prefix sum over (digit, run), a stable scatter per run).
     """
-    m = 0
+    n, runs = depths.shape[0], counts.shape[0]
+    step = (n + runs - 1) // runs
+    starts = np.zeros(runs + 1, np.int64)
+    for r in prange(runs):
+        starts[r + 1] = _visible_run(radii, r * step, min(n, (r + 1) * step))
+    for r in range(runs):
+        starts[r + 1] += starts[r]
+    m = starts[runs]
+    bounds = np.empty((runs, 2), np.uint32)
+    for r in prange(runs):
+        _gather_run(depths, radii, means2d, tiles_x, tiles_y, r * step, min(n, (r + 1) * step), starts[r], keys, idx,
+                    rects, bounds[r])
     lowest, highest = np.uint32(0xFFFFFFFF), np.uint32(0)
-    bits = depths.view(np.uint32)
-    for g in range(depths.shape[0]):
-        if radii[g, 0] > 0 and radii[g, 1] > 0:
-            b = bits[g]  # IEEE bits -> an unsigned key with the same order (negative floats flipped)
-            key = ~b if b >> np.uint32(31) else b | np.uint32(0x80000000)
-            keys[m], idx[m] = key, g
-            lowest, highest = min(lowest, key), max(highest, key)
-            x0, y0, x1, y1 = _tile_bounds(means2d, radii, g, tiles_x, tiles_y)
-            rects[m, 0], rects[m, 1], rects[m, 2], rects[m, 3] = x0, y0, x1, y1
-            m += 1
+    for r in range(runs):
+        if starts[r + 1] > starts[r]:
+            lowest, highest = min(lowest, bounds[r, 0]), max(highest, bounds[r, 1])
     keys, keys_tmp, idx, idx_tmp = keys[:m], keys_tmp[:m], idx[:m], idx_tmp[:m]
     rects, rects_tmp = rects[:m], rects_tmp[:m]
-    for i in range(m):
-        keys[i] -= lowest
     span = highest - lowest if m else np.uint32(0)
-    counts = np.empty(2049, dtype=np.int64)
+    step = (m + runs - 1) // runs
     shift = 0
     while shift == 0 or (shift < 32 and (span >> np.uint32(shift)) > 0):  # stable LSD passes of 11 bits
-        counts[:] = 0
-        for i in range(m):
-            counts[((keys[i] >> np.uint32(shift)) & np.uint32(2047)) + 1] += 1
-        for j in range(2048):
-            counts[j + 1] += counts[j]
-        for i in range(m):
-            digit = (keys[i] >> np.uint32(shift)) & np.uint32(2047)
-            pos = counts[digit]
-            counts[digit] = pos + 1
-            keys_tmp[pos], idx_tmp[pos] = keys[i], idx[i]
-            for c in range(4):
-                rects_tmp[pos, c] = rects[i, c]
+        for r in prange(runs):
+            _digit_run(keys, r * step, min(m, (r + 1) * step), lowest, shift, counts[r])
+        total = 0
+        for d in range(2048):  # each run's first slot for each digit: digit-major, then run order
+            for r in range(runs):
+                here = counts[r, d]
+                counts[r, d] = total
+                total += here
+        for r in prange(runs):
+            _scatter_run(keys, idx, rects, r * step, min(m, (r + 1) * step), shift, counts[r], keys_tmp, idx_tmp,
+                         rects_tmp)
         keys, keys_tmp, idx, idx_tmp, rects, rects_tmp = keys_tmp, keys, idx_tmp, idx, rects_tmp, rects
         shift += 11
     return idx, rects

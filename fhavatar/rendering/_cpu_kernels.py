@@ -46,9 +46,11 @@ from ._cpu_binning import (
     sort_by_depth,
 )
 
-__all__ = ["TILE_SIZE", "bin_gaussians_parallel", "bin_gaussians_to_tiles", "count_tiles_parallel",
-           "fill_tiles_parallel", "gather_rows", "pack_gaussians", "rasterize_backward", "rasterize_forward",
-           "scatter_add_rows", "sort_and_bound", "sort_by_depth"]
+__all__ = [
+    "TILE_SIZE", "bin_gaussians_parallel", "bin_gaussians_to_tiles", "count_tiles_parallel", "fill_tiles_parallel",
+    "gather_rows", "pack_gaussians", "pack_gaussians_with_depth", "rasterize_backward", "rasterize_forward",
+    "scatter_add_rows", "sort_and_bound", "sort_by_depth",
+]
 
 ALPHA_THRESHOLD = 1.0 / 255.0
 MAX_ALPHA = 0.999
@@ -97,6 +99,23 @@ def _exp_neg(s):
     return poly * _pow2_neg(k)
 
 
+@njit(inline="always")
+def _pack_geometry(means2d, conics, opacities, g, out):
+    """Columns P_MX .. P_EY of Gaussian g's row (see `pack_gaussians`)."""
+    o = opacities[g]
+    a, b, c = np.float64(conics[g, 0]), np.float64(conics[g, 1]), np.float64(conics[g, 2])
+    out[g, P_MX], out[g, P_MY] = means2d[g, 0], means2d[g, 1]
+    out[g, P_A], out[g, P_B], out[g, P_C], out[g, P_OPACITY] = a, b, c, o
+    max_sigma = math.log(o / ALPHA_THRESHOLD) if o >= ALPHA_THRESHOLD else -1.0
+    out[g, P_MAX_SIGMA] = max_sigma  # < 0: the Gaussian never reaches 1/255
+    det = a * c - b * b
+    if det > 0.0 and a > 0.0 and max_sigma >= 0.0:
+        out[g, P_EX] = math.sqrt(2.0 * max_sigma * c / det) + _EXTENT_MARGIN
+        out[g, P_EY] = math.sqrt(2.0 * max_sigma * a / det) + _EXTENT_MARGIN
+    else:
+        out[g, P_EX] = out[g, P_EY] = -1.0
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def pack_gaussians(
     means2d,  # [N, 2]
@@ -113,20 +132,19 @@ def pack_gaussians(
     """
     n_channels = channels.shape[1]
     for g in prange(means2d.shape[0]):
-        o = opacities[g]
-        a, b, c = np.float64(conics[g, 0]), np.float64(conics[g, 1]), np.float64(conics[g, 2])
-        out[g, P_MX], out[g, P_MY] = means2d[g, 0], means2d[g, 1]
-        out[g, P_A], out[g, P_B], out[g, P_C], out[g, P_OPACITY] = a, b, c, o
-        max_sigma = math.log(o / ALPHA_THRESHOLD) if o >= ALPHA_THRESHOLD else -1.0
-        out[g, P_MAX_SIGMA] = max_sigma  # < 0: the Gaussian never reaches 1/255
-        det = a * c - b * b
-        if det > 0.0 and a > 0.0 and max_sigma >= 0.0:
-            out[g, P_EX] = math.sqrt(2.0 * max_sigma * c / det) + _EXTENT_MARGIN
-            out[g, P_EY] = math.sqrt(2.0 * max_sigma * a / det) + _EXTENT_MARGIN
-        else:
-            out[g, P_EX] = out[g, P_EY] = -1.0
+        _pack_geometry(means2d, conics, opacities, g, out)
         for ch in range(out.shape[1] - PARAM_FIELDS):
             out[g, PARAM_FIELDS + ch] = channels[g, ch] if ch < n_channels else 0.0
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def pack_gaussians_with_depth(means2d, conics, opacities, channels, depths, out):  # depths [N]
+    """`pack_gaussians` of the channels followed by the depths, without building that `[N, C + 1]` array."""
+    n_channels = channels.shape[1]
+    for g in prange(means2d.shape[0]):
+        _pack_geometry(means2d, conics, opacities, g, out)
+        for ch in range(out.shape[1] - PARAM_FIELDS):
+            out[g, PARAM_FIELDS + ch] = channels[g, ch] if ch < n_channels else (depths[g] if ch == n_channels else 0.0)
 
 
 @njit(parallel=True, cache=True, nogil=True)

@@ -116,7 +116,11 @@ class Camera:
         return Camera(cam2world=self.cam2world[index], intrinsics=self.intrinsics[index])
 
     def to(self, *args, **kwargs) -> Camera:
-        return Camera(cam2world=self.cam2world.to(*args, **kwargs), intrinsics=self.intrinsics.to(*args, **kwargs))
+        """`Tensor.to` applied to both matrices; like it, returns `self` when nothing changes (no re-validation)."""
+        cam2world, intrinsics = self.cam2world.to(*args, **kwargs), self.intrinsics.to(*args, **kwargs)
+        if cam2world is self.cam2world and intrinsics is self.intrinsics:
+            return self
+        return Camera(cam2world=cam2world, intrinsics=intrinsics)
 
     @property
     def device(self) -> torch.device:

@@ -110,8 +110,9 @@ def _forward_cpu(arrays, views, ks, width, height, scratch: _Scratch | None):
     out_render = alloc("render", (batch, n_channels, height, width), np.float32)
     out_trans = alloc("trans", (batch, height, width), np.float32)
     out_last = alloc("last", (batch, height, width), np.int64)
-    channels = alloc("channels", (n, n_channels), np.float32)  # colours + depth: one compositing pass
-    channels[:, :-1] = arrays[4]
+    if scratch is None:  # colours + depth: one compositing pass
+        channels = alloc("channels", (n, n_channels), np.float32)
+        channels[:, :-1] = arrays[4]
     params = alloc("params", (n, kern.PARAM_FIELDS + max(n_channels, kern.FUSED_CHANNELS)), np.float32)
     per_camera = []
     for i in range(batch):
@@ -125,8 +126,11 @@ def _forward_cpu(arrays, views, ks, width, height, scratch: _Scratch | None):
             order = kern.sort_by_depth(depths, radii)  # front to back: the order of every tile's list
             offsets, ids = kern.bin_gaussians_to_tiles(m2d, radii, order, tiles_x, tiles_y)
         _check_tile_load(offsets)
-        channels[:, -1] = depths
-        kern.pack_gaussians(m2d, conics, arrays[3], channels, params)
+        if scratch is None:
+            channels[:, -1] = depths
+            kern.pack_gaussians(m2d, conics, arrays[3], channels, params)
+        else:
+            kern.pack_gaussians_with_depth(m2d, conics, arrays[3], arrays[4], depths, params)
         rec = alloc("rows", (ids.shape[0], params.shape[1]), np.float32)
         kern.gather_rows(params, ids, rec)
         with numba.parallel_chunksize(_TILE_CHUNK):
@@ -141,12 +145,13 @@ def _sort_and_bin(depths, radii, m2d, tiles_x, tiles_y, scratch: _Scratch):
     from . import _cpu_kernels as kern
 
     n, n_tiles, get = depths.shape[0], tiles_x * tiles_y, scratch.get
+    threads = numba.get_num_threads()
+    runs = 1 if threads == 1 else 2 * threads  # the sort's runs cost alike
     order, rects = kern.sort_and_bound(
         depths, radii, m2d, tiles_x, tiles_y, get("keys", (n,), np.uint32), get("keys_tmp", (n,), np.uint32),
         get("order", (n,), np.int64), get("order_tmp", (n,), np.int64), get("rects", (n, 4), np.int32),
-        get("rects_tmp", (n, 4), np.int32))
-    threads = numba.get_num_threads()
-    runs = 1 if threads == 1 else max(1, min(4 * threads, order.shape[0]))  # a few per thread: costs differ
+        get("rects_tmp", (n, 4), np.int32), get("digit_counts", (runs, 2048), np.int64))
+    runs = 1 if threads == 1 else max(1, min(4 * threads, order.shape[0]))  # the binning's: a few per thread
     counts, offsets = get("tile_counts", (runs, n_tiles), np.int64), get("offsets", (n_tiles + 1,), np.int64)
     ids = get("ids", (kern.count_tiles_parallel(rects, tiles_x, counts, offsets),), np.int64)
     kern.fill_tiles_parallel(order, rects, tiles_x, counts, ids)

@@ -187,14 +187,17 @@ def test_sort_and_bound_gives_the_plain_order_and_each_gaussians_tiles():
         means2d = rng.uniform(-30, 120, (n, 2)).astype(np.float32)
         work = [np.empty(n, t) for t in (np.uint32, np.uint32, np.int64, np.int64)]
         rects = [np.empty((n, 4), np.int32) for _ in range(2)]
-        order, sorted_rects = kern.sort_and_bound(depths, radii, means2d, tiles_x, tiles_y, *work, *rects)
         expected = kern.sort_by_depth(depths, radii)
-        np.testing.assert_array_equal(order, expected)
+        for runs in (3, 1):  # parallel runs, then the serial case
+            order, sorted_rects = kern.sort_and_bound(depths, radii, means2d, tiles_x, tiles_y, *work, *rects,
+                                                      np.empty((runs, 2048), np.int64))
+            np.testing.assert_array_equal(order, expected)
         offsets, ids = kern.bin_gaussians_to_tiles(means2d, radii, expected, tiles_x, tiles_y)
         counts, par_offsets = np.empty((3, tiles_x * tiles_y), np.int64), np.empty(tiles_x * tiles_y + 1, np.int64)
         par_ids = np.empty(kern.count_tiles_parallel(sorted_rects, tiles_x, counts, par_offsets), np.int64)
         kern.fill_tiles_parallel(order, sorted_rects, tiles_x, counts, par_ids)
         np.testing.assert_array_equal(par_offsets, offsets)
         np.testing.assert_array_equal(par_ids, ids)
-    empty = kern.sort_and_bound(depths[:0], radii[:0], means2d[:0], tiles_x, tiles_y, *work, *rects)
+    empty = kern.sort_and_bound(depths[:0], radii[:0], means2d[:0], tiles_x, tiles_y, *work, *rects,
+                                np.empty((2, 2048), np.int64))
     assert empty[0].shape == (0,) and empty[1].shape == (0, 4)
