@@ -41,6 +41,9 @@ LID_INNER = 0.35
 BACK_INSET = 0.06
 #: Gaussian standard deviation along the surface, in pixel footprints (neighbours overlap: a closed surface).
 FOOTPRINT_SIGMA = 0.75
+#: Where the outline steps out or in between rows (shoulders), rings are added so that neighbours lie at most this many
+#: footprints apart (sideways or in depth): seen from above, a wide step between two rows opened slits between them.
+RING_STEP = 0.5
 
 
 def _row_edges(matte: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # [R, R] -> [R] x3
@@ -78,13 +81,13 @@ def _ring_parameters(body: np.ndarray, camera: Camera, body_centre: Tensor) -> t
 
 
 def _rings(params: Tensor, footprint: float) -> tuple[Tensor, Tensor, Tensor]:  # [rows, 5] -> [K, 5], [K], [K]
-    """All rings: each row's, interpolated ones where the outline steps out by more than a footprint (shoulders
-    without terraces), and a lid (the top ring narrowed toward the neck). Returns the rings, the row each belongs
-    to, and which are lid rings."""
+    """All rings: each row's, interpolated ones where the outline steps out by more than `RING_STEP` footprints
+    (shoulders without terraces or slits), and a lid (the top ring narrowed toward the neck). Returns the rings, the
+    row each belongs to, and which are lid rings."""
     steps = torch.ones(len(params), dtype=torch.long)
     if len(params) > 1:
         jump = (params[1:, [0, 2, 3, 4]] - params[:-1, [0, 2, 3, 4]]).abs().max(-1).values
-        steps[:-1] = (jump / footprint).ceil().long().clamp(1, 32)
+        steps[:-1] = (jump / (RING_STEP * footprint)).ceil().long().clamp(1, 64)
     owner = torch.repeat_interleave(torch.arange(len(params)), steps)
     fraction = torch.cat([torch.arange(int(n)) / int(n) for n in steps])
     following = (owner + 1).clamp(max=len(params) - 1)

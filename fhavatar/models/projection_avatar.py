@@ -177,11 +177,13 @@ def _refine_colors(
 
 #: Hair synthesised for the unseen scalp: strands along v (`quilt_unseen`'s `flow`, texels), a prior, not a measurement:
 #: the photo sees the hair on top and in front, combed every way, but behind it falls down from the crown (the seen
-#: texture's own direction gave leopard-spot backs); and their contrast boosted: the splats keep about a third of a
-#: 2-texel pattern's contrast and two thirds of a 4-texel one in a 256² view (the seen texels are compensated by the
-#: refinement against the photo, the synthesised ones by this gain).
+#: texture's own direction gave leopard-spot backs); and their contrast boosted, the finest scale most (`sharpen`): the
+#: splats keep about a third of a 2-texel pattern's contrast and two thirds of a 4-texel one in a 256² view (the seen
+#: texels are compensated by the refinement against the photo, the synthesised ones by this gain). A gain alone
+#: strong enough for the fine strands to show turned the coarser detail into blotches.
 HAIR_FLOW = 8.0
-HAIR_DETAIL_GAIN = 2.5
+HAIR_DETAIL_GAIN = 2.0
+HAIR_SHARPEN = 4.0
 
 
 def _synthesize_unseen(layout: UVLayout, colors: Tensor, confidence: Tensor, defaults: Tensor, hair: Tensor,
@@ -195,9 +197,10 @@ def _synthesize_unseen(layout: UVLayout, colors: Tensor, confidence: Tensor, def
     cranium = filled & exemplars[None, None]
     seen_hair, wants_hair = hair_like(colors, hair, skin), hair_like(guide, hair, skin)
     known = confidence >= MIN_SOURCE_CONFIDENCE
-    for sources, targets, flow, gain in ((seen_hair, wants_hair, HAIR_FLOW, HAIR_DETAIL_GAIN),
-                                         (~seen_hair, ~wants_hair, 0.0, 1.0)):
-        guide, _ = quilt_unseen(colors, known, cranium & targets, sources & exemplars, guide, flow=flow, gain=gain)
+    for sources, targets, flow, gain, sharpen in ((seen_hair, wants_hair, HAIR_FLOW, HAIR_DETAIL_GAIN, HAIR_SHARPEN),
+                                                  (~seen_hair, ~wants_hair, 0.0, 1.0, 0.0)):
+        guide, _ = quilt_unseen(colors, known, cranium & targets, sources & exemplars, guide, flow=flow, gain=gain,
+                                sharpen=sharpen)
     return torch.where(filled, guide, defaults)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.ndimage import gaussian_filter1d
+from scipy.ndimage import gaussian_filter, gaussian_filter1d
 from torch import Tensor
 
 __all__ = ["quilt_unseen"]
@@ -35,6 +35,8 @@ GUIDE_WEIGHT = 2.0
 TOLERANCE = 0.15
 #: Fewer seen windows than this and quilting is skipped (the guide stays): too little to draw from.
 MIN_WINDOWS = 8
+#: Standard deviation, in texels, of the blur whose residue is the texel-scale detail that `sharpen` amplifies.
+SHARPEN_SIGMA = 1.0
 
 
 def _full_windows(mask: np.ndarray, p: int) -> np.ndarray:  # [H, W] bool -> [N, 2] (row, col) of top-left corners
@@ -141,6 +143,7 @@ def quilt_unseen(
     guide: Tensor,  # [B, 3, K, K] the colour each target should have on average (e.g. `synthesize_unseen`'s)
     flow: float = 0.0,
     gain: float = 1.0,
+    sharpen: float = 0.0,
     seed: int = 0,
 ) -> tuple[Tensor, Tensor]:  # -> [B, 3, K, K], [B, 1, K, K] bool
     """Re-draw the `targets` texels: the guide's local mean colour plus quilted detail of the seen texture.
@@ -156,6 +159,10 @@ def quilt_unseen(
             OpenHead's cranium rows are circles of latitude around the crown, so v is the direction of hair combed
             down from the crown everywhere on the head.
         gain (`float`, *optional*, defaults to 1): the quilted detail is multiplied by this before it is added.
+        sharpen (`float`, *optional*, defaults to 0): the quilted detail's texel-scale part (the detail minus its
+            Gaussian blur of `SHARPEN_SIGMA` texels) is amplified by `1 + sharpen` on top of `gain`: the splats that
+            draw the atlas render a 2-texel pattern at about a third of its contrast and a 4-texel one at two thirds,
+            so the finest quilted strands need more contrast in the atlas to show in a render.
 
     Returns:
         `(colours [B, 3, K, K], quilted [B, 1, K, K])`: `guide` with the quilted texels replaced, and where that was.
@@ -189,6 +196,8 @@ def quilt_unseen(
         done = np.roll(target, -half, axis=1)
         if flow > 0:
             result = _along_flow(result, target, flow)
+        if sharpen > 0:  # unsharp masking of the quilted detail alone (the guide's mean colour is left as it is)
+            result = result + sharpen * (result - gaussian_filter(result, (SHARPEN_SIGMA, SHARPEN_SIGMA, 0)))
         values = np.clip(guide_mean + gain * result, 0, 1)
         out[b, :, torch.from_numpy(done)] = torch.from_numpy(np.roll(values, -half, axis=1)[done]).T.to(out)
         quilted[b, 0] = torch.from_numpy(done)

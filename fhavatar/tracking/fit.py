@@ -44,6 +44,7 @@ from .align import _EYE_CONTOURS, DEFAULT_CROP_SIZE, compute_crop
 from .face_track import FaceTrack
 from .fit_flame import fit_flame
 from .landmarks import FaceLandmarker
+from .letterbox import remove_bars
 from .silhouette import check_mask, matte_trusted, mirror_hidden_side, on_background, silhouette_targets
 
 __all__ = [
@@ -384,7 +385,7 @@ def track_image(image, landmarker: FaceLandmarker | None = None, head: OpenHead 
         ((512, 512, 3), torch.Size([1, 25]))
         ```
     """
-    image = load_image(image)
+    image = remove_bars([load_image(image)])[0]  # a letterbox is not the person's body
     own = landmarker is None
     landmarker = FaceLandmarker() if own else landmarker
     try:

@@ -50,6 +50,10 @@ FACE_FALLOFF = 0.06
 #: The head region of a crop ends this fraction of the crop height below the chin (the torso is not head); the
 #: full-head metrics (`fhavatar.metrics.full_head`) use the same rows.
 HEAD_ROWS_BELOW_CHIN = 0.10
+#: The rendered avatar's outline lies this fraction of the crop side (1 pixel of a 256² crop) outside its mesh's: the
+#: splats centred on the surface spread past it. The mesh is fitted that much inside the matte, so the render meets
+#: it (measured before: the avatar's source-view silhouette covered ~1 pixel all around outside the matte).
+SPLAT_REACH = 1 / 256
 #: Image directions around the head centre.
 ANGLE_BINS = 180
 #: Silhouette-matching rounds.
@@ -185,7 +189,7 @@ def fit_hair_shell(track: FaceTrack, head: OpenHead, resolution: int = 256,
         if valid.sum() < ANGLE_BINS // 4:
             logger.warning("Too little of the photo's head outline is visible: no hair shell is fitted.")
             return None
-        gap = np.where(valid, to_matte - to_mesh, 0.0)
+        gap = np.where(valid, to_matte - to_mesh - SPLAT_REACH * resolution, 0.0)
         # Smooth over directions (circular), counting only constrained rays.
         kernel = np.exp(-0.5 * (np.arange(-6, 7) / 2.5) ** 2)
         wrap = lambda x: np.concatenate([x[-6:], x, x[:6]])  # noqa: E731

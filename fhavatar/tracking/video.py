@@ -19,6 +19,7 @@ from .align import DEFAULT_CROP_SIZE, CropTransform, compute_crop
 from .face_track import FaceTrack
 from .fit import _arrays, _rigid, fit_open_head, make_track
 from .landmarks import FaceLandmarker, NoFaceError
+from .letterbox import remove_bars
 from .smoothing import interpolate_missing, smooth_sequence
 
 __all__ = ["CROP_SMOOTHING_FACTOR", "DEFAULT_SMOOTHING", "LANDMARK_RANGE", "TRACK_PRIMING", "track_video"]
@@ -82,7 +83,7 @@ def track_video(
         raise ValueError(f"`smoothing` must be a non-negative number of frames, got {smoothing!r}.")
     if not 0.0 < float(min_face_fraction) <= 1.0:
         raise ValueError(f"`min_face_fraction` must lie in (0, 1], got {min_face_fraction!r}.")
-    frames = _as_frames(frames_or_path)
+    frames = remove_bars(_as_frames(frames_or_path))  # a letterbox is not the person's body
     head = head if head is not None else OpenHead()
     own = landmarker is None
     landmarker = FaceLandmarker(mode="video") if own else landmarker

@@ -88,3 +88,28 @@ def test_too_few_seen_windows_leave_the_guide():
     out, quilted = quilt_unseen(colors, sparse, targets, sources, guide)
     assert not quilted.any()
     torch.testing.assert_close(out, guide)
+
+
+def test_sharpen_boosts_the_finest_detail_and_keeps_the_mean_and_coarse_detail():
+    g = torch.Generator().manual_seed(2)
+    colors = 0.4 + 0.1 * torch.rand(1, 3, K, K, generator=g)
+    known = torch.zeros(1, 1, K, K, dtype=torch.bool)
+    known[..., K // 4 : 3 * K // 4] = True
+    targets, sources, guide = ~known[0, 0], torch.ones(K, K, dtype=torch.bool), torch.full((1, 3, K, K), 0.45)
+    plain, _ = quilt_unseen(colors, known, targets, sources, guide, flow=3.0)
+    sharp, _ = quilt_unseen(colors, known, targets, sources, guide, flow=3.0, sharpen=2.0)
+    band = (slice(None), slice(2, K // 4 - 2))  # inside the unseen band at u < 1/4
+
+    def fine(out):  # neighbour differences across u: texel-scale contrast
+        d = out[0, 0][band]
+        return float((d[:, 1:] - d[:, :-1]).abs().mean())
+
+    def coarse(out):  # 8x8 block means: the detail a splat's blur keeps anyway
+        d = (out[0, 0][band] - 0.45)[:, : (K // 4 - 4) // 8 * 8]
+        return float(d.reshape(K // 8, 8, -1, 8).mean((1, 3)).std())
+
+    assert torch.equal(sharp[..., ~targets], plain[..., ~targets])
+    assert abs(float(sharp[0, :, targets].mean()) - float(plain[0, :, targets].mean())) < 0.01
+    fine_gain, coarse_gain = fine(sharp) / fine(plain), coarse(sharp) / coarse(plain)
+    assert fine_gain > 2.0  # 1 + sharpen = 3 at the finest scale (less the blur's own share)
+    assert coarse_gain < fine_gain - 0.5, (fine_gain, coarse_gain)
