@@ -118,7 +118,8 @@ def _grow(maps: Tensor, known: Tensor, valid: Tensor, rings: int) -> tuple[Tenso
     return out, reach
 
 
-def _source_gaussians(layout: UVLayout, vertices: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor) -> Gaussians:
+def _source_gaussians(layout: UVLayout, vertices: Tensor, scales: Tensor, opacities: Tensor,
+                      colors: Tensor | None = None) -> Gaussians:
     """The avatar's Gaussians on the source mesh, as `Avatar.from_attributes(...).gaussians()` places them.
 
     Args:
@@ -126,12 +127,20 @@ def _source_gaussians(layout: UVLayout, vertices: Tensor, scales: Tensor, opacit
         vertices (`Tensor` of shape `[1, V, 3]`): the source mesh.
         scales, opacities (`Tensor` of shapes `[1, 3, K, K]`, `[1, 1, K, K]`): neutral maps (identity rotations in
             the triangle frame, zero offsets); the scales are along the frame's tangent, bitangent and normal.
-        colors (`Tensor` of shape `[1, C, K, K]`): the colour map (differentiable).
+        colors (`Tensor` of shape `[1, C, K, K]`, *optional*): the colour map (differentiable); None gives zero
+            colours, for `with_colors` to fill (the geometry of a fixed mesh computed once for many colour maps).
     """
     frames, _ = layout.sample_frames(vertices)  # the local rotations are the identity: R_tri itself
-    return Gaussians(means=layout.sample_positions(vertices)[0], quats=rotmat_to_quat(frames[0]),
-                     scales=layout.sample(scales)[0].T.clamp(min=1e-8), opacities=layout.sample(opacities)[0, 0],
-                     colors=layout.sample(colors)[0].T)
+    means = layout.sample_positions(vertices)[0]
+    sampled = means.new_zeros(means.shape[0], 3) if colors is None else layout.sample(colors)[0].T
+    return Gaussians(means=means, quats=rotmat_to_quat(frames[0]), scales=layout.sample(scales)[0].T.clamp(min=1e-8),
+                     opacities=layout.sample(opacities)[0, 0], colors=sampled)
+
+
+def _with_colors(layout: UVLayout, gaussians: Gaussians, colors: Tensor) -> Gaussians:  # colors [1, C, K, K]
+    """`gaussians` (from `_source_gaussians`) with the colours of the map `colors` (differentiable)."""
+    return Gaussians(gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities,
+                     layout.sample(colors)[0].T)
 
 
 def _refine_colors(
@@ -156,10 +165,11 @@ def _refine_colors(
     the row sum of `Aᵀ w A` (all entries are non-negative), which makes every step a contraction.
     """
     height, width = image.shape[-2:]
+    geometry = _source_gaussians(layout, vertices, scales, opacities)  # fixed: only the colours change
 
     def render(c: Tensor) -> tuple[Tensor, Tensor]:
         c = c.detach().requires_grad_(True)
-        out = render_gaussians(_source_gaussians(layout, vertices, scales, opacities, c), camera, width, height)
+        out = render_gaussians(_with_colors(layout, geometry, c), camera, width, height)
         return c, out
 
     with torch.enable_grad():

@@ -12,7 +12,7 @@ from fhavatar.avatar import Avatar
 from fhavatar.head.open_head import OpenHead
 from fhavatar.head.uv import UVLayout
 from fhavatar.models.attributes import UVAttributes
-from fhavatar.models.projection_avatar import ProjectionAvatarModel, _source_gaussians
+from fhavatar.models.projection_avatar import ProjectionAvatarModel, _source_gaussians, _with_colors
 from fhavatar.models.source_view import SourceView
 from fhavatar.rendering import Camera, render_gaussians
 from fhavatar.rendering.gaussians import quat_to_rotmat
@@ -291,6 +291,13 @@ def test_source_gaussians_match_the_bound_avatar(scene):
 
     scale = truth.scales.amax(1).square()[:, None, None]
     torch.testing.assert_close(covariance(ours) / scale, covariance(truth) / scale, atol=1e-5, rtol=0)
+    # The refinement's shortcut: the geometry once, the colours swapped in (the same tensors, the same gradients)
+    colors = attributes.colors.clone().requires_grad_(True)
+    swapped = _with_colors(layout, _source_gaussians(layout, vertices, attributes.scales, attributes.opacities), colors)
+    for name in ("means", "quats", "scales", "opacities", "colors"):
+        assert torch.equal(getattr(swapped, name), getattr(ours, name)), name
+    swapped.colors.sum().backward()
+    assert colors.grad is not None and float(colors.grad.sum()) == pytest.approx(float(len(ours.colors)) * 3, rel=1e-6)
 
 
 def test_colour_refinement_fits_the_photo(scene):
