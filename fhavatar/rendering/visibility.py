@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._cpu_zbuffer import zbuffer_triangles
 from .cameras import Camera
 from .triangles import covered_pixels
 
@@ -118,7 +119,17 @@ def mesh_depth(
 
 
 def _rasterize_depth(tri_pix: Tensor, tri_z: Tensor, width: int, height: int, out: Tensor) -> None:
-    """Scatter the nearest perspective-correct depth of triangles `[F, 3, 2]`/`[F, 3]` into `out [H*W]`."""
+    """Scatter the nearest perspective-correct depth of triangles `[F, 3, 2]`/`[F, 3]` into `out [H*W]` (float64):
+    the compiled kernel on the CPU, the torch reference elsewhere."""
+    if out.device.type == "cpu" and out.is_contiguous():
+        zbuffer_triangles(tri_pix.contiguous().numpy(), tri_z.contiguous().numpy(), width, height, NEAR_PLANE,
+                          _INSIDE_TOLERANCE, out.numpy())
+    else:
+        _rasterize_depth_reference(tri_pix, tri_z, width, height, out)
+
+
+def _rasterize_depth_reference(tri_pix: Tensor, tri_z: Tensor, width: int, height: int, out: Tensor) -> None:
+    """`_rasterize_depth` in vectorised torch (every triangle's candidate pixels as tensors, `covered_pixels`)."""
     usable = tri_z.amin(1) > NEAR_PLANE
     for f, row, col, bary in covered_pixels(tri_pix, width, height, usable, _RASTER_CHUNK, _INSIDE_TOLERANCE):
         bary = bary.clamp(min=0)

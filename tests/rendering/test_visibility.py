@@ -10,7 +10,15 @@ import torch
 from fhavatar.head.open_head import OpenHead
 from fhavatar.head.uv import UVLayout
 from fhavatar.rendering import Camera
-from fhavatar.rendering.visibility import mesh_depth, project_texels, texel_facing, texel_visibility
+from fhavatar.rendering.visibility import (
+    NEAR_PLANE,
+    _rasterize_depth,
+    _rasterize_depth_reference,
+    mesh_depth,
+    project_texels,
+    texel_facing,
+    texel_visibility,
+)
 from tests.threads import one_torch_thread
 
 K = 48
@@ -72,6 +80,33 @@ def test_mesh_depth_of_a_slanted_triangle():
     torch.testing.assert_close(depth[0, 0], t.float(), atol=1e-5, rtol=1e-5)
     empty = mesh_depth(vertices + torch.tensor([0.0, 0.0, 10.0]), torch.tensor([[0, 1, 2]]), camera, 8, 8)
     assert torch.isinf(empty).all()  # behind the camera: not rasterised
+
+
+def test_compiled_zbuffer_matches_the_torch_reference(head_scene):
+    """The CPU kernel and the vectorised reference give the same depth at every pixel: a head from three sides,
+    and random triangles (slivers, ones cut by the image border, behind the near plane, degenerate)."""
+    head, _, vertices = head_scene
+    faces = head.faces.long()
+    for yaw in (0.0, 50.0, 180.0):
+        pix, z = _yaw_camera(yaw).to(dtype=torch.float64).project(vertices.double(), 96, 80)
+        tri_pix, tri_z = pix[0][faces] - 0.5, z[0][faces]
+        fast, slow = (torch.full((96 * 80,), math.inf, dtype=torch.float64) for _ in range(2))
+        _rasterize_depth(tri_pix, tri_z, 96, 80, fast)
+        _rasterize_depth_reference(tri_pix, tri_z, 96, 80, slow)
+        assert torch.isfinite(fast).sum() > 1000
+        assert torch.equal(torch.isinf(fast), torch.isinf(slow))
+        torch.testing.assert_close(fast, slow, atol=1e-12, rtol=1e-12)
+    g = torch.Generator().manual_seed(0)
+    tri_pix = torch.rand(400, 3, 2, generator=g, dtype=torch.float64) * 50 - 10
+    tri_pix[:50, 2] = tri_pix[:50, 0] + 1e-3 * (tri_pix[:50, 1] - tri_pix[:50, 0])  # slivers and degenerate ones
+    tri_z = 0.5 + torch.rand(400, 3, generator=g, dtype=torch.float64) * 3
+    tri_z[50:70, 1] = NEAR_PLANE  # a corner at the near plane: skipped
+    fast, slow = (torch.full((30 * 40,), math.inf, dtype=torch.float64) for _ in range(2))
+    _rasterize_depth(tri_pix, tri_z, 40, 30, fast)
+    _rasterize_depth_reference(tri_pix, tri_z, 40, 30, slow)
+    assert torch.isfinite(fast).sum() > 600
+    assert torch.equal(torch.isinf(fast), torch.isinf(slow))
+    torch.testing.assert_close(fast, slow, atol=1e-12, rtol=1e-12)
 
 
 def test_project_texels_matches_camera_projection(head_scene):
