@@ -5,6 +5,8 @@ Create: a photo -> the avatar in a 3D viewer (Gaussian splats in the browser), a
 the avatar as a 3DGS `.ply` and as a re-animatable avatar file (`.safetensors`).
 Animate: a driving video -> the avatar re-enacting it, side by side with the clip; or, without a clip, a built-in
 motion (talk, smile, nod, shake, look around, blink). It re-uses the avatar of Create, or an uploaded avatar file.
+Live: the visitor's webcam drives the avatar of Create, streamed back frame by frame (`fhavatar.app_live.LiveService`),
+and the session's clip is offered when it ends.
 
 Run `python app.py [--model DIR_OR_REPO]` (or set FHAVATAR_MODEL); without a model it runs the built-in
 default (OpenHead + the training-free projection avatar), which needs no download.
@@ -19,6 +21,15 @@ from pathlib import Path
 
 import gradio as gr
 
+from fhavatar.app_live import (
+    LIVE_CONCURRENCY_ID,
+    LIVE_SECONDS,
+    LIVE_SESSIONS,
+    LIVE_STREAM_EVERY,
+    LIVE_VIEW_HEIGHT_PX,
+    LIVE_WEBCAM_CONSTRAINTS,
+    LiveService,
+)
 from fhavatar.app_service import (
     CONCURRENCY_ID,
     CONCURRENCY_LIMIT,
@@ -42,7 +53,7 @@ __all__ = ["EXAMPLES_DIR", "MAX_PHOTO_MEGAPIXELS", "AvatarService", "build_demo"
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 def build_demo(service: AvatarService) -> gr.Blocks:
-    """The Blocks UI around `service` (named API endpoints: create_avatar, animate)."""
+    """The Blocks UI around `service` (named API endpoints: create_avatar, animate; the Live tab's stream is not one)."""
     examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.png")) + sorted(str(p) for p in EXAMPLES_DIR.glob("*.jpg"))
     # Gradio's own copies of uploads and outputs are deleted hourly once an hour old.
     with gr.Blocks(title="FHAvatar", delete_cache=(STATE_TTL_S, STATE_TTL_S)) as demo:
@@ -83,11 +94,29 @@ def build_demo(service: AvatarService) -> gr.Blocks:
                     animate = gr.Button("Animate", variant="primary")
                 with gr.Column():
                     reenact = gr.Video(label="Animation (avatar | driving clip, or the built-in motion)", autoplay=True)
+        with gr.Tab("Live"):
+            gr.Markdown(f"Your webcam drives the avatar of Create: start the camera, then press Record. A session lasts "
+                        f"up to {LIVE_SECONDS} s; its clip is offered when it ends (or when you press Stop).")
+            with gr.Row():  # the webcam mirrors its frames (Gradio's default): the avatar moves as a reflection does
+                camera = gr.Image(label="Camera", sources=["webcam"], streaming=True, type="numpy",
+                                  height=LIVE_VIEW_HEIGHT_PX,
+                                  webcam_options=gr.WebcamOptions(constraints=LIVE_WEBCAM_CONSTRAINTS))
+                live_avatar = gr.Image(label="Avatar (live)", format="jpeg", interactive=False,
+                                       height=LIVE_VIEW_HEIGHT_PX)
+            with gr.Row():
+                live_status = gr.Textbox(label="Live status", interactive=False, lines=2)
+                live_clip = gr.Video(label="Clip of the live session (avatar | camera)", height=LIVE_VIEW_HEIGHT_PX // 2)
         create.click(on_gpu(service.create), [photo, frames, size, elevation, background],
                      [orbit, front, ply, avatar_state, viewer, kept], api_name="create_avatar",
                      concurrency_id=CONCURRENCY_ID)
         animate.click(on_gpu(service.animate), [photo, driving, mode, size, avatar_state, motion, avatar_upload],
                       [reenact], api_name="animate", concurrency_id=CONCURRENCY_ID)
+        live = LiveService(service, seconds=LIVE_SECONDS)
+        camera.stream(live.frame, [camera, avatar_state], [live_avatar, live_status], stream_every=LIVE_STREAM_EVERY,
+                      time_limit=LIVE_SECONDS, concurrency_limit=LIVE_SESSIONS, concurrency_id=LIVE_CONCURRENCY_ID,
+                      show_progress="hidden", api_visibility="private").then(
+            live.stop, None, [live_clip, live_status], api_visibility="private")
+        demo.unload(live.forget)
     return demo
 
 

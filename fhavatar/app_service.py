@@ -189,7 +189,7 @@ class AvatarService:
                 self._avatars.pop(next(iter(self._avatars)))
         return avatar
 
-    def _output_dir(self) -> Path:
+    def output_dir(self) -> Path:
         """A fresh folder for one request's files; the oldest beyond OUTPUT_DIRS_KEPT are deleted (Gradio has copied
         returned files into its own cache by then), so a long-running Space does not fill its disk."""
         out = Path(tempfile.mkdtemp(dir=self._output_root))
@@ -221,7 +221,7 @@ class AvatarService:
         return path
 
     @staticmethod
-    def _user_error(err: BaseException, *paths) -> gr.Error:
+    def user_error(err: BaseException, *paths) -> gr.Error:
         """`err` as a message for the user: known input errors in plain words (`PLAIN_NAMES`; server folders removed),
         others generic."""
         if isinstance(err, (ValueError, FileNotFoundError, TypeError)):
@@ -256,7 +256,7 @@ class AvatarService:
             key = photo_key(photo)
             avatar = self.avatar_for(photo, key)
             progress(0.5, desc="rendering the 360° orbit")
-            out = self._output_dir()
+            out = self.output_dir()
             front = next(self.pipe.render_views(avatar, avatar.source_track.camera, size, size, background=rgb))
             views = self.pipe.render_views(avatar, Camera.orbit(frames, elevation_deg=elevation), size, size,
                                            background=rgb)
@@ -272,7 +272,7 @@ class AvatarService:
         except gr.Error:
             raise
         except Exception as err:  # every failure reaches the user as one readable line, never a traceback
-            raise self._user_error(err, photo) from err
+            raise self.user_error(err, photo) from err
 
     def animate(self, photo, driving_video, mode: str = "relative", size: int = 384, avatar=None,
                 motion: str | None = "talk", avatar_file=None, progress=gr.Progress()):
@@ -308,18 +308,18 @@ class AvatarService:
                 progress(0.2, desc=f"animating: {motion.replace('_', ' ')}")
                 renders = self.pipe.iter_animate(avatar, motion=motion, height=size, width=size, background=background)
                 frames = (render.permute(1, 2, 0).numpy() for render in renders)
-                return str(write_video(self._output_dir() / "motion.mp4", frames, fps=MOTION_FPS))
+                return str(write_video(self.output_dir() / "motion.mp4", frames, fps=MOTION_FPS))
             progress(0.2, desc="tracking the driving video")
             clip, fps = read_video(video, max_frames=MAX_VIDEO_FRAMES, max_side=MAX_DRIVING_SIDE, timeout=VIDEO_TIMEOUT_S)
             tracks, _ = self.pipe.track_driving(clip)
             progress(0.5, desc="re-enacting")
             renders = self.pipe.iter_animate(avatar, tracks, mode=mode, height=size, width=size, background=background)
             pairs = (side_by_side(render.permute(1, 2, 0).numpy(), original) for render, original in zip(renders, clip))
-            return str(write_video(self._output_dir() / "reenact.mp4", pairs, fps=fps))
+            return str(write_video(self.output_dir() / "reenact.mp4", pairs, fps=fps))
         except gr.Error:
             raise
         except Exception as err:  # every failure reaches the user as one readable line, never a traceback
-            raise self._user_error(err, driving_video, photo, avatar_file) from err
+            raise self.user_error(err, driving_video, photo, avatar_file) from err
 
     def _animated_avatar(self, photo, session, avatar_file, progress):
         """`(avatar, background)` for `animate` (its docstring says which avatar)."""

@@ -53,6 +53,7 @@ from .pipeline_inputs import (
     reworded,
     square_pixels,
 )
+from .pipeline_live import LiveReenactment
 from .reconstruction_check import check_track, checked_avatar
 from .rendering import Camera, render_gaussians
 from .tracking import FaceTrack, track_image, track_video
@@ -356,6 +357,19 @@ class FHAvatarPipeline(AvatarBuilding, DiffusionPipeline):
         params = params.to(self.device)  # posed a frame at a time in the loop (fhavatar.animation.frame_params)
         return self._frames(lambda t: avatar.gaussians(frame_params(params, t)), cameras, height, width,
                             "re-enacting", background)
+
+    def live(self, avatar: Avatar, background: Sequence[float] | None = None) -> LiveReenactment:
+        """Re-enact `avatar` from a live stream (a webcam): returns a `LiveReenactment`, called once per camera frame,
+        `live(frame, height, width) -> LiveFrame` (its `[3, H, W]` image None when the frame shows no face). Tracking
+        is `track_video`'s with causal smoothing; motion transfer is relative to the first frame with a face.
+
+        Example:
+            ```py
+            >>> live = pipe.live(pipe.reconstruct("photo.jpg"))  # doctest: +SKIP
+            >>> images = [live(frame, 256, 256).image for frame in webcam_frames]  # doctest: +SKIP
+            ```
+        """
+        return LiveReenactment(self, avatar, background)
 
     @torch.no_grad()
     def orbit(self, avatar: Avatar, num_frames: int = 72, elevation: float | None = None, height: int = 512,

@@ -150,14 +150,14 @@ def test_limits_and_clean_errors(service, tmp_path, monkeypatch):
     with pytest.raises(gr.Error, match=f"at most {app.MAX_PHOTO_MEGAPIXELS} Mpx"):
         service.create(str(big), frames=2, size=64)
     # input errors reach the user without the server's folders; anything else as a generic line, never a traceback
-    err = service._user_error(ValueError(f"`image` {str(tmp_path / 'x.jpg')!r} is corrupt"), str(tmp_path / "x.jpg"))
+    err = service.user_error(ValueError(f"`image` {str(tmp_path / 'x.jpg')!r} is corrupt"), str(tmp_path / "x.jpg"))
     assert str(tmp_path) not in str(err) and "'x.jpg' is corrupt" in str(err)
-    err = service._user_error(RuntimeError("secret internals"))
+    err = service.user_error(RuntimeError("secret internals"))
     assert "Internal error (RuntimeError)" in str(err) and "secret" not in str(err)
-    assert "ran out of memory" in str(service._user_error(MemoryError()))
+    assert "ran out of memory" in str(service.user_error(MemoryError()))
     # request folders are pruned: only the newest OUTPUT_DIRS_KEPT stay on disk
     monkeypatch.setattr(app_service, "OUTPUT_DIRS_KEPT", 2)
-    folders = [service._output_dir() for _ in range(4)]
+    folders = [service.output_dir() for _ in range(4)]
     assert [f.exists() for f in folders] == [False, False, True, True]
     # both endpoints share one concurrency slot (one pipeline); the photo input hands over the path undecoded
     demo = app.build_demo(service)

@@ -267,5 +267,5 @@ def test_refusals_read_well_in_the_cli_and_the_app(message):
     pytest.importorskip("gradio")
     from fhavatar.app_service import AvatarService
 
-    app = AvatarService._user_error(rc.UnusablePhotoError(message)).message
+    app = AvatarService.user_error(rc.UnusablePhotoError(message)).message
     assert app.startswith("The photo ") and "`" not in app and app.endswith(".")

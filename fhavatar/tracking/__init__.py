@@ -16,7 +16,7 @@ from .face_track import FaceTrack
 from .fit import fit_flame, fit_open_head, track_image
 from .landmarks import FaceLandmarker, FaceTooSmallError, LandmarkResult, NoFaceError, segment_foreground
 from .shell import fit_hair_shell
-from .video import track_video
+from .video import LiveTracker, track_video
 
 __all__ = [
     "CropTransform",
@@ -24,6 +24,7 @@ __all__ = [
     "FaceTooSmallError",
     "FaceTrack",
     "LandmarkResult",
+    "LiveTracker",
     "NoFaceError",
     "compute_crop",
     "fit_flame",

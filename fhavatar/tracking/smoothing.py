@@ -1,5 +1,6 @@
 """Temporal filters for tracked signals (landmarks, crops, poses) of a video: Gaussian / edge-preserving smoothing
-along time and the filling of frames without a face (`track_video`)."""
+along time and the filling of frames without a face (`track_video`), and their causal counterpart for a live stream,
+where no later frame is known yet (`OnlineSmoother`, used by `LiveTracker`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 
 import numpy as np
 
-__all__ = ["interpolate_missing", "smooth_sequence"]
+__all__ = ["OnlineSmoother", "interpolate_missing", "smooth_sequence"]
 
 
 def smooth_sequence(
@@ -55,3 +56,51 @@ def interpolate_missing(values: np.ndarray, present: np.ndarray) -> np.ndarray: 
     idx, t = np.flatnonzero(present), np.arange(len(values))
     flat = values.reshape(len(values), -1)
     return np.stack([np.interp(t, idx, flat[idx, k]) for k in range(flat.shape[1])], 1).reshape(values.shape)
+
+
+class OnlineSmoother:
+    """Causal exponential smoothing, frame by frame: the live counterpart of `smooth_sequence`.
+
+    `y_t = x_t + (1 - alpha) w_t (y_{t-1} - x_t)`, with `alpha` chosen so that the filter's impulse response has the
+    variance of a Gaussian of `sigma` frames (`(1 - alpha) / alpha^2 = sigma^2`: alpha 0.62 at sigma 1, a lag of
+    0.6 frames), and `w_t = exp(-|y_{t-1} - x_t|^2 / (2 range_scale^2))` (1 without `range_scale`): as in
+    `smooth_sequence`, a change larger than `range_scale` goes through at once while smaller jitter is averaged out.
+
+    Args:
+        sigma (`float`): the smoothing strength in frames, as `smooth_sequence`'s; `<= 0` passes values through.
+
+    Example:
+        ```py
+        >>> import numpy as np
+        >>> from fhavatar.tracking.smoothing import OnlineSmoother
+        >>> smoother = OnlineSmoother(1.0)
+        >>> [round(float(smoother(np.array([x]))[0]), 2) for x in (0.0, 1.0, 1.0)]
+        [0.0, 0.62, 0.85]
+
+        ```
+    """
+
+    def __init__(self, sigma: float):
+        if not (isinstance(sigma, (int, float)) and math.isfinite(sigma)):
+            raise ValueError(f"`sigma` must be a finite number of frames, got {sigma!r}.")
+        self.alpha = 1.0 if sigma <= 0 else (math.sqrt(1.0 + 4.0 * sigma**2) - 1.0) / (2.0 * sigma**2)
+        self.state: np.ndarray | None = None
+
+    def reset(self) -> None:
+        """Forget the past (the next value passes through)."""
+        self.state = None
+
+    def __call__(
+        self,
+        x: np.ndarray,  # [..., C]
+        range_scale: np.ndarray | float | None = None,  # broadcastable to [...]
+    ) -> np.ndarray:  # [..., C]
+        x = np.asarray(x, dtype=np.float64)
+        if self.state is None or self.state.shape != x.shape:
+            self.state = x.copy()
+            return x.copy()
+        keep = np.full(x.shape[:-1], 1.0 - self.alpha)
+        if range_scale is not None:
+            keep = keep * np.exp(-0.5 * (np.linalg.norm(self.state - x, axis=-1) / range_scale) ** 2)
+        self.state = x + keep[..., None] * (self.state - x)
+        return self.state.copy()

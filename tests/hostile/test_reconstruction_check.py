@@ -160,5 +160,5 @@ def test_drawn_smiley_is_refused_in_every_interface(pipe, tmp_path, capsys):
     pytest.importorskip("gradio")
     from fhavatar.app_service import AvatarService
 
-    app_message = getattr(AvatarService._user_error(error), "message", "")
+    app_message = getattr(AvatarService.user_error(error), "message", "")
     assert app_message.startswith("The photo does not show a real person's face"), app_message
