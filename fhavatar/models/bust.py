@@ -7,7 +7,9 @@ side: points facing the camera take the photo's colour, points facing away (the 
 and the shoulders' lid the colour just inside the outline on their side (what wraps around the body there: long hair
 behind the shoulders, a collar, a sleeve). Per image row the cylinder's axis passes through the middle of the outline
 of the foreground part below the chin that holds the neck (the body; a raised hand or a second person is not), seen
-from the photo's camera at the body's distance; its width follows the outline, its depth is `DEPTH_RATIO` of it.
+from the photo's camera at the body's distance; its width follows the outline, its depth is `DEPTH_RATIO` of it
+(only `NECK_FRONT` of that in front, on the rows whose middle the head covers: nothing of the body is in front of the
+neck).
 The Gaussians live in head space and are not skinned: the head turns and nods above them.
 """
 
@@ -44,6 +46,11 @@ FOOTPRINT_SIGMA = 0.75
 #: Where the outline steps out or in between rows (shoulders), rings are added so that neighbours lie at most this many
 #: footprints apart (sideways or in depth): seen from above, a wide step between two rows opened slits between them.
 RING_STEP = 0.5
+#: Depth of a ring's front half (the face's side) relative to its back where the head covers the row's middle in the
+#: photo: there the rows are hair or clothes beside the neck, and a full ring stood out as a shelf under the chin.
+NECK_FRONT = 0.3
+#: The front depth ramps back to full over this fraction of the rows above the first row the head leaves free.
+FRONT_RAMP = 0.04
 
 
 def _row_edges(matte: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # [R, R] -> [R] x3
@@ -80,13 +87,14 @@ def _ring_parameters(body: np.ndarray, camera: Camera, body_centre: Tensor) -> t
     return params, row_ids, depth / focal
 
 
-def _rings(params: Tensor, footprint: float) -> tuple[Tensor, Tensor, Tensor]:  # [rows, 5] -> [K, 5], [K], [K]
-    """All rings: each row's, interpolated ones where the outline steps out by more than `RING_STEP` footprints
-    (shoulders without terraces or slits), and a lid (the top ring narrowed toward the neck). Returns the rings, the
-    row each belongs to, and which are lid rings."""
+def _rings(params: Tensor, footprint: float) -> tuple[Tensor, Tensor, Tensor]:  # [rows, 6] -> [K, 6], [K], [K]
+    """All rings (`(centre x, y, centre z, semi-axis x, semi-axis z, front depth ratio)`): each row's, interpolated
+    ones where the outline steps out by more than `RING_STEP` footprints (shoulders without terraces or slits), and a
+    lid (the top ring narrowed toward the neck). Returns the rings, the row each belongs to, and which are lid rings."""
     steps = torch.ones(len(params), dtype=torch.long)
     if len(params) > 1:
-        jump = (params[1:, [0, 2, 3, 4]] - params[:-1, [0, 2, 3, 4]]).abs().max(-1).values
+        shape = torch.cat([params[:, [0, 2, 3, 4]], (params[:, 4] * params[:, 5])[:, None]], -1)  # + front depth
+        jump = (shape[1:] - shape[:-1]).abs().max(-1).values
         steps[:-1] = (jump / (RING_STEP * footprint)).ceil().long().clamp(1, 64)
     owner = torch.repeat_interleave(torch.arange(len(params)), steps)
     fraction = torch.cat([torch.arange(int(n)) / int(n) for n in steps])
@@ -94,9 +102,26 @@ def _rings(params: Tensor, footprint: float) -> tuple[Tensor, Tensor, Tensor]:  
     rings = torch.lerp(params[owner], params[following], fraction[:, None])
     lids = max(1, math.ceil(float((1 - LID_INNER) * params[0, 3] / footprint)))
     lid = params[0].repeat(lids, 1)
-    lid[:, 3:] *= torch.linspace(1, LID_INNER, lids + 1)[1:, None]
+    lid[:, 3:5] *= torch.linspace(1, LID_INNER, lids + 1)[1:, None]
     is_lid = torch.cat([torch.zeros(len(rings), dtype=torch.bool), torch.ones(lids, dtype=torch.bool)])
     return torch.cat([rings, lid]), torch.cat([owner, torch.zeros(lids, dtype=torch.long)]), is_lid
+
+
+def _front_depths(body: np.ndarray, head: np.ndarray, row_ids: np.ndarray) -> Tensor:  # [R, R] bool x2 -> [rows]
+    """Per body row, the depth of its ring's front half (+z, the face's side) relative to the back's: `NECK_FRONT`
+    where the head covers the row's middle in the photo (hair falling beside the neck: nothing of the body lies in
+    front of the neck there, and a full ring would stand out as a shelf under the chin), 1 on the chest below, with a
+    linear ramp over `FRONT_RAMP` of the rows in between so the front has no step."""
+    left, right, _ = _row_edges(body)
+    middle = np.clip(((left + right) / 2).astype(int), 0, body.shape[1] - 1)
+    covered = head[np.arange(body.shape[0]), middle][row_ids]
+    below = np.flatnonzero(~covered)
+    if len(below) == 0:  # the head hides every row's middle
+        return torch.full((len(row_ids),), NECK_FRONT)
+    first_chest = int(below[0])  # the first body row (top down) whose middle the head leaves free
+    ramp = max(1, round(FRONT_RAMP * body.shape[0]))
+    t = np.clip((np.arange(len(row_ids)) - (first_chest - ramp)) / ramp, 0, 1)
+    return torch.from_numpy(NECK_FRONT + (1 - NECK_FRONT) * t).float()
 
 
 @torch.no_grad()
@@ -129,18 +154,21 @@ def build_bust(
     if (body & (head_alpha.numpy() < 0.5)).sum() < MIN_PIXELS:  # the head hides (nearly) all of it
         return None
     params, row_ids, footprint = _ring_parameters(body, camera, body_centre)
+    params = torch.cat([params, _front_depths(body, head_alpha.numpy() >= 0.5, row_ids)[:, None]], -1)
     rings, owner, is_lid = _rings(params, footprint)
 
     # Every ring sampled evenly around (a closed surface from every side).
-    cx, y, cz, ax, az = rings.unbind(-1)
+    cx, y, cz, ax, az_back, front = rings.unbind(-1)
+    az = az_back * (1 + front) / 2  # for the sampling density: the mean of the two halves' depths
     perimeter = math.pi * (3 * (ax + az) - ((3 * ax + az) * (ax + 3 * az)).sqrt())  # Ramanujan
     counts = (perimeter / footprint).ceil().long().clamp(min=8)
     ring = torch.repeat_interleave(torch.arange(len(rings)), counts)
     step = torch.cat([torch.arange(int(n)) for n in counts]).float()
     angle = 2 * math.pi * (step + 0.5) / counts[ring]
-    points = torch.stack([cx[ring] + ax[ring] * torch.cos(angle), y[ring], cz[ring] + az[ring] * torch.sin(angle)], -1)
+    depth = az_back[ring] * torch.where(torch.sin(angle) > 0, front[ring], 1.0)  # the front half (+z) may be shallower
+    points = torch.stack([cx[ring] + ax[ring] * torch.cos(angle), y[ring], cz[ring] + depth * torch.sin(angle)], -1)
     normals = F.normalize(torch.stack([torch.cos(angle) / ax[ring], torch.zeros_like(angle),
-                                       torch.sin(angle) / az[ring]], -1), dim=-1)
+                                       torch.sin(angle) / depth], -1), dim=-1)
     normals[is_lid[ring]] = torch.tensor([0.0, 1.0, 0.0])  # the lid faces up (+y)
     # Seen by the photo's camera; the lid never is (edge-on at best): from above it shows what lies on the shoulders.
     facing = ((normals * (camera.position[0].float() - points)).sum(-1) > 0) & ~is_lid[ring]

@@ -125,3 +125,31 @@ def test_the_body_under_the_neck_is_chosen_over_a_bigger_neighbour(avatar):
     bust = build_bust(image, torch.from_numpy(matte), torch.zeros(128, 128), track.camera, chin, neck)
     pixels, _ = track.camera.project(bust.means[None], 512, 512)
     assert float(pixels[0, :, 0].max()) < left + 140  # nothing on the neighbour
+
+
+def test_rows_the_head_covers_have_no_shelf_in_front_of_the_neck(avatar):
+    """Where the head covers a row's middle (hair falling beside the neck), the ring's front half hugs its axis: no
+    shelf stands out under the chin; the chest below, which the head leaves free, keeps its full depth."""
+    _, avatar = avatar
+    track = avatar.source_track
+    chin = float(track.landmarks[152, 1])
+    matte = np.zeros((512, 512), dtype=np.float32)
+    matte[int(chin) - 10 :, 120:390] = 1.0  # one wide block: hair beside the neck above, shoulders below
+    image = torch.full((3, 512, 512), 0.5)
+    neck_end = int(chin) + 50  # the head covers the middle of the rows above this one
+    head = torch.zeros(128, 128)
+    head[: neck_end // 4, 54:74] = 1.0
+    centre = torch.tensor([0.0, -0.2, -0.05])
+    bust = build_bust(image, torch.from_numpy(matte), head, track.camera, chin, centre)
+    plain = build_bust(image, torch.from_numpy(matte), torch.zeros(128, 128), track.camera, chin, centre)
+    pixels, _ = track.camera.project(bust.means[None], 512, 512)
+    rows = pixels[0, :, 1]
+
+    def front_depth(g, upper):  # how far the ring's front reaches ahead of the body's axis (+z), per band of rows
+        px, _ = track.camera.project(g.means[None], 512, 512)
+        band = (px[0, :, 1] < neck_end - 20) if upper else (px[0, :, 1] > neck_end + 25)
+        return float(g.means[band, 2].max() - centre[2])
+
+    assert rows.min() < neck_end - 20 and rows.max() > neck_end + 25
+    assert front_depth(bust, upper=True) < 0.5 * front_depth(plain, upper=True)  # the neck rows: shallow in front
+    assert front_depth(bust, upper=False) == pytest.approx(front_depth(plain, upper=False), rel=0.05)  # the chest
