@@ -82,6 +82,17 @@ def test_mesh_depth_of_a_slanted_triangle():
     assert torch.isinf(empty).all()  # behind the camera: not rasterised
 
 
+def _both_zbuffers(tri_pix, tri_z, width, height) -> torch.Tensor:  # -> [H * W] the compiled kernel's depth
+    """Run the compiled z-buffer and the torch reference on the same triangles; they must agree exactly (inf where
+    empty) and to float64 rounding elsewhere."""
+    fast, slow = (torch.full((width * height,), math.inf, dtype=torch.float64) for _ in range(2))
+    _rasterize_depth(tri_pix, tri_z, width, height, fast)
+    _rasterize_depth_reference(tri_pix, tri_z, width, height, slow)
+    assert torch.equal(torch.isinf(fast), torch.isinf(slow))
+    torch.testing.assert_close(fast, slow, atol=1e-12, rtol=1e-12)
+    return fast
+
+
 def test_compiled_zbuffer_matches_the_torch_reference(head_scene):
     """The CPU kernel and the vectorised reference give the same depth at every pixel: a head from three sides,
     and random triangles (slivers, ones cut by the image border, behind the near plane, degenerate)."""
@@ -89,24 +100,13 @@ def test_compiled_zbuffer_matches_the_torch_reference(head_scene):
     faces = head.faces.long()
     for yaw in (0.0, 50.0, 180.0):
         pix, z = _yaw_camera(yaw).to(dtype=torch.float64).project(vertices.double(), 96, 80)
-        tri_pix, tri_z = pix[0][faces] - 0.5, z[0][faces]
-        fast, slow = (torch.full((96 * 80,), math.inf, dtype=torch.float64) for _ in range(2))
-        _rasterize_depth(tri_pix, tri_z, 96, 80, fast)
-        _rasterize_depth_reference(tri_pix, tri_z, 96, 80, slow)
-        assert torch.isfinite(fast).sum() > 1000
-        assert torch.equal(torch.isinf(fast), torch.isinf(slow))
-        torch.testing.assert_close(fast, slow, atol=1e-12, rtol=1e-12)
+        assert torch.isfinite(_both_zbuffers(pix[0][faces] - 0.5, z[0][faces], 96, 80)).sum() > 1000
     g = torch.Generator().manual_seed(0)
     tri_pix = torch.rand(400, 3, 2, generator=g, dtype=torch.float64) * 50 - 10
     tri_pix[:50, 2] = tri_pix[:50, 0] + 1e-3 * (tri_pix[:50, 1] - tri_pix[:50, 0])  # slivers and degenerate ones
     tri_z = 0.5 + torch.rand(400, 3, generator=g, dtype=torch.float64) * 3
     tri_z[50:70, 1] = NEAR_PLANE  # a corner at the near plane: skipped
-    fast, slow = (torch.full((30 * 40,), math.inf, dtype=torch.float64) for _ in range(2))
-    _rasterize_depth(tri_pix, tri_z, 40, 30, fast)
-    _rasterize_depth_reference(tri_pix, tri_z, 40, 30, slow)
-    assert torch.isfinite(fast).sum() > 600
-    assert torch.equal(torch.isinf(fast), torch.isinf(slow))
-    torch.testing.assert_close(fast, slow, atol=1e-12, rtol=1e-12)
+    assert torch.isfinite(_both_zbuffers(tri_pix, tri_z, 40, 30)).sum() > 600
 
 
 def test_project_texels_matches_camera_projection(head_scene):
