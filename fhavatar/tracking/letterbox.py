@@ -36,11 +36,11 @@ MAX_BAR_FRACTION = 0.25
 Bars = tuple[int, int, int, int]
 
 
-def _edge_run(line_max: np.ndarray, line_mean: np.ndarray) -> int:  # [L], [L] from the edge inward -> bar lines
+def _edge_run(line_max: np.ndarray, line_mean) -> int:  # [L] from the edge inward, (index -> mean) -> bar lines
     limit = int(MAX_BAR_FRACTION * len(line_max))
     dark = line_max[: limit + 1] <= BAR_LEVEL
     run = len(dark) if dark.all() else int(np.argmin(dark))
-    if run < MIN_BAR_LINES or run > limit or line_mean[run] < MIN_CONTENT_MEAN:
+    if run < MIN_BAR_LINES or run > limit or line_mean(run) < MIN_CONTENT_MEAN:
         return 0
     return run
 
@@ -50,25 +50,31 @@ def find_bars(frames: Sequence[np.ndarray] | np.ndarray) -> Bars:  # [T, H, W, 3
     is a bar only if it is dark in every frame), as line counts `(top, bottom, left, right)`; zeros when none."""
     if isinstance(frames, np.ndarray) and frames.ndim == 3:
         frames = [frames]
-    brightest, total = None, None
-    for frame in frames:  # frame by frame: a long clip is never stacked
+    rows_max, cols_max = None, None
+    for frame in frames:  # frame by frame (a long clip is never stacked), with reductions over contiguous memory
         if frame.ndim != 3 or frame.shape[-1] != 3:  # (too small a picture is the caller's to refuse)
             raise ValueError(f"`frames` must be uint8 [H, W, 3] images, got shape {frame.shape}.")
-        if brightest is None:
-            brightest, total = frame.max(2), frame.astype(np.float64).sum(2)
-        elif frame.shape[:2] != brightest.shape:
-            raise ValueError(f"`frames` must all have one size, got {brightest.shape} and {frame.shape[:2]}.")
+        flat = np.ascontiguousarray(frame).reshape(frame.shape[0], -1)
+        row, col = flat.max(1), flat.max(0).reshape(frame.shape[1], 3).max(1)
+        if rows_max is None:
+            rows_max, cols_max = row, col
+        elif (len(row), len(col)) != (len(rows_max), len(cols_max)):
+            raise ValueError(f"`frames` must all have one size, got {(len(rows_max), len(cols_max))} and "
+                             f"{frame.shape[:2]}.")
         else:
-            brightest = np.maximum(brightest, frame.max(2))
-            total += frame.sum(2)
-    if brightest is None:
+            rows_max, cols_max = np.maximum(rows_max, row), np.maximum(cols_max, col)
+    if rows_max is None:
         raise ValueError("`frames` is empty.")
-    rows_max, rows_mean = brightest.max(1), total.mean(1)
-    cols_max, cols_mean = brightest.max(0), total.mean(0)
-    count = 3 * len(frames)  # channels x frames
-    rows_mean, cols_mean = rows_mean / count, cols_mean / count
-    return (_edge_run(rows_max, rows_mean), _edge_run(rows_max[::-1], rows_mean[::-1]),
-            _edge_run(cols_max, cols_mean), _edge_run(cols_max[::-1], cols_mean[::-1]))
+    height, width = len(rows_max), len(cols_max)
+
+    def row_mean(index: int) -> float:  # the mean brightness of one row over all frames
+        return float(np.mean([frame[index].mean() for frame in frames]))
+
+    def col_mean(index: int) -> float:
+        return float(np.mean([frame[:, index].mean() for frame in frames]))
+
+    return (_edge_run(rows_max, row_mean), _edge_run(rows_max[::-1], lambda i: row_mean(height - 1 - i)),
+            _edge_run(cols_max, col_mean), _edge_run(cols_max[::-1], lambda i: col_mean(width - 1 - i)))
 
 
 def fill_bars(image: np.ndarray, bars: Bars) -> np.ndarray:  # [H, W, 3] -> [H, W, 3]
@@ -78,9 +84,12 @@ def fill_bars(image: np.ndarray, bars: Bars) -> np.ndarray:  # [H, W, 3] -> [H, 
     if not any(bars):
         return image
     height, width = image.shape[:2]
-    rows = np.clip(np.arange(height), top, height - 1 - bottom)
-    cols = np.clip(np.arange(width), left, width - 1 - right)
-    return image[rows][:, cols]
+    out = image.copy()
+    out[:top] = out[top]  # rows first, so the corners take the picture's corner once the columns follow
+    out[height - bottom :] = out[height - 1 - bottom]
+    out[:, :left] = out[:, left : left + 1]
+    out[:, width - right :] = out[:, width - 1 - right : width - right]
+    return out
 
 
 def remove_bars(frames: list[np.ndarray]) -> list[np.ndarray]:
