@@ -16,12 +16,13 @@ import argparse
 import importlib.util
 import os
 import shutil
-import socket
 import sys
 import tempfile
 from pathlib import Path
 
 from _timing import ROOT, default_clip, default_photo, driving_frames, repeat
+
+from tests.served import free_port
 
 for _key, _value in {"HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1"}.items():
     os.environ.setdefault(_key, _value)
@@ -34,12 +35,6 @@ def _load_app():
     sys.modules[spec.name] = module  # Gradio looks up the module of the app's component classes
     spec.loader.exec_module(module)
     return module
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _no_progress(*args, **kwargs) -> None:
@@ -74,7 +69,7 @@ def main() -> None:
                                                 progress=_no_progress), args.repeats)
     print(animate.line("animate (re-used avatar)", per=args.frames, per_unit="frames/s"))
 
-    port = _free_port()
+    port = free_port()
     demo = app.build_demo(service).queue(max_size=app.QUEUE_SIZE, default_concurrency_limit=app.CONCURRENCY_LIMIT)
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True)
     try:

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import re
-import socket
 import struct
 import subprocess
 import sys
@@ -30,14 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.served import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rss_mb(pid: int) -> float:
@@ -147,7 +142,7 @@ def _percentile(values: list[float], q: float) -> float:
 def run_load(sessions: int = 8, requests: int = 56, resolution: int = 32, size: int = 64, frames: int = 2,
              time_limit_s: float = 900.0, log=print) -> dict:
     """Serve the app in a subprocess, run the load and return the measurements (see the module docstring)."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/"
     with tempfile.TemporaryDirectory(prefix="fhavatar-load-") as tmp:
         folder = Path(tmp)

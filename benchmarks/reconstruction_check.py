@@ -22,37 +22,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 from fhavatar import FHAvatarPipeline
 from fhavatar.io import load_image
 from fhavatar.reconstruction_check import detector_scores, face_agreement
 from fhavatar.rendering import render_gaussians
-from fhavatar.tracking import track_image
+from tests.hostile.drawn_photos import smiley, tight_crop
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ROOT.parent / "shared" / "data" / "realfaces"
-
-
-def smiley(size: int = 512, background=(255, 255, 255)) -> np.ndarray:
-    """A drawn smiley: a yellow disc, two black oval eyes, a black arc for a mouth (Face Mesh finds a face in it)."""
-    image = Image.new("RGB", (size, size), background)
-    draw, s = ImageDraw.Draw(image), size
-    draw.ellipse([0.15 * s, 0.15 * s, 0.85 * s, 0.85 * s], fill=(255, 215, 0), outline=(0, 0, 0), width=max(2, s // 100))
-    draw.ellipse([0.35 * s, 0.33 * s, 0.43 * s, 0.47 * s], fill=(0, 0, 0))
-    draw.ellipse([0.57 * s, 0.33 * s, 0.65 * s, 0.47 * s], fill=(0, 0, 0))
-    draw.arc([0.3 * s, 0.4 * s, 0.7 * s, 0.72 * s], 20, 160, fill=(0, 0, 0), width=max(3, s // 60))
-    return np.asarray(image)
-
-
-def tight_crop(photo: np.ndarray, fraction: float) -> np.ndarray:
-    """The photo cropped to `fraction` of its face landmarks' bounding box (same centre)."""
-    track = track_image(photo, mask=False)
-    points = track.crop.invert(track.landmarks[:468, :2].astype(np.float64))
-    (x0, y0), (x1, y1) = points.min(0), points.max(0)
-    cx, cy, hw, hh = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) * fraction / 2, (y1 - y0) * fraction / 2
-    top, left = max(0, round(cy - hh)), max(0, round(cx - hw))
-    return np.ascontiguousarray(photo[top:round(cy + hh), left:round(cx + hw)])
 
 
 def variants(path: Path, tight: float, with_variants: bool):

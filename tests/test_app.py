@@ -10,6 +10,7 @@ gr = pytest.importorskip("gradio")
 
 import app  # noqa: E402
 from fhavatar import app_service  # noqa: E402
+from tests.served import served  # noqa: E402
 
 REALFACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "realfaces"
 
@@ -83,18 +84,12 @@ def test_ui_builds_with_named_endpoints(service):
 def test_served_app_handles_concurrent_clients_and_survives_errors(service, tmp_path):
     """The real server with its queue: 4 concurrent gradio_client calls succeed, a bad request gets a readable
     error, and the next request is still served."""
-    import socket
     from concurrent.futures import ThreadPoolExecutor
 
     from gradio_client import Client, handle_file
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     demo = app.build_demo(service).queue(max_size=16, default_concurrency_limit=1)
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True)
-    try:
-        url = f"http://127.0.0.1:{port}/"
+    with served(demo, show_error=True) as url:
         photo = handle_file(str(app.EXAMPLES_DIR / "astronaut.png"))
 
         def create(_):
@@ -120,8 +115,6 @@ def test_served_app_handles_concurrent_clients_and_survives_errors(service, tmp_
         video = client.predict(photo, handle_file(str(clip)), api_name="/animate")
         path = video["video"] if isinstance(video, dict) else video
         assert _frames(path)[1] == 4
-    finally:
-        demo.close()
 
 
 def test_api_animate_reuses_the_avatar_of_the_same_photo(service, tmp_path, monkeypatch):
@@ -196,8 +189,6 @@ def _avatar_half(path) -> np.ndarray:  # the avatar side of a re-enactment (rend
 def test_two_sessions_never_share_an_avatar_or_a_setting(service, tmp_path):
     """Two gradio_client sessions interleave create and animate with different photos and colours: each request shows
     the avatar of the photo it sent and its own session's colour; the shared pipeline's config never changes."""
-    import socket
-
     from gradio_client import Client, handle_file
     from PIL import Image
 
@@ -208,13 +199,8 @@ def test_two_sessions_never_share_an_avatar_or_a_setting(service, tmp_path):
     image = load_image(tmp_path / "a.png")
     clip = handle_file(str(write_video(tmp_path / "clip.mp4", [np.roll(image, s, axis=1) for s in (0, 3, 6)], fps=10)))
     a, b = handle_file(str(tmp_path / "a.png")), handle_file(str(tmp_path / "b.png"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     demo = app.build_demo(service).queue(max_size=16, default_concurrency_limit=1)
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True)
-    try:
-        url = f"http://127.0.0.1:{port}/"
+    with served(demo, show_error=True) as url:
         alice, bob = Client(url, verbose=False), Client(url, verbose=False)
         alice.predict(a, 1, 64, 0.0, "#000000", api_name="/create_avatar")
         bob.predict(b, 1, 64, 0.0, "#ff0000", api_name="/create_avatar")
@@ -223,8 +209,6 @@ def test_two_sessions_never_share_an_avatar_or_a_setting(service, tmp_path):
         alice_b = _avatar_half(alice.predict(b, clip, "relative", 64, api_name="/animate"))  # not her session's photo
         fresh_b = _avatar_half(Client(url, verbose=False).predict(b, clip, "relative", 64, api_name="/animate"))
         fresh_a = _avatar_half(Client(url, verbose=False).predict(a, clip, "relative", 64, api_name="/animate"))
-    finally:
-        demo.close()
 
     def corner(frames):
         return frames[:, :4, :4].mean((0, 1, 2))

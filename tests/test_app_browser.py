@@ -10,7 +10,6 @@ docs/app_*.png are made). Skipped, with the reason, where Chromium or Playwright
 import io
 import os
 import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -23,21 +22,18 @@ if CHROMIUM is None:
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 
 import app  # noqa: E402
+from tests.served import served  # noqa: E402
 
 TIMEOUT_MS = 400_000  # a busy 2-core machine renders the K=256 docs run slowly
 
 
 @pytest.fixture(scope="module")
 def served_app():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     # tiny atlas for speed; the docs screenshots are made at the full K=256 ($FHAVATAR_SCREENSHOT_RESOLUTION)
     resolution = int(os.environ.get("FHAVATAR_SCREENSHOT_RESOLUTION", 64))
     demo = app.build_demo(app.AvatarService(resolution=resolution)).queue(max_size=8, default_concurrency_limit=1)
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
+    with served(demo) as url:
+        yield url
 
 
 def _video_src(page, label: str, old: str = "") -> str:

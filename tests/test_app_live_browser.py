@@ -18,7 +18,6 @@ Skipped, with the reason, where Chromium or Playwright is missing.
 
 import os
 import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import gradio as gr  # noqa: E402
 import app  # noqa: E402
 from fhavatar import app_live  # noqa: E402
 from tests.live_clips import FPS, driving_clip, y4m  # noqa: E402
+from tests.served import served  # noqa: E402
 
 TIMEOUT_MS = 300_000
 DOCS = "FHAVATAR_SCREENSHOT_DIR" in os.environ
@@ -80,18 +80,14 @@ def served_app():
             _bar(image, index, slice(0, STAMP_ROWS))
         return image, status
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     resolution = int(os.environ.get("FHAVATAR_SCREENSHOT_RESOLUTION", 64))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(app_live.LiveService, "frame", stamped)
         if not DOCS:  # the docs screenshot shows the app's own limit
             patch.setattr(app, "LIVE_SECONDS", LIVE_TEST_SECONDS)
         demo = app.build_demo(app.AvatarService(resolution=resolution)).queue(max_size=8, default_concurrency_limit=1)
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
+    with served(demo) as url:
+        yield url
 
 
 # In the page: the time each camera frame index is first shown, and each avatar frame shown (time, its index from

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,20 +13,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.served import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 180
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def _bind_host() -> str:
     """0.0.0.0 as on a Space, or 127.0.0.1 where this machine does not allow binding every interface."""
     try:
-        _free_port("0.0.0.0")
+        free_port("0.0.0.0")
         return "0.0.0.0"
     except OSError:
         return "127.0.0.1"
@@ -51,7 +46,7 @@ def _stop(process: subprocess.Popen) -> None:
 def space_app(tmp_path):
     """Start `python app.py` with a Space's environment; yields (url, log path)."""
     host = _bind_host()
-    port = _free_port(host)
+    port = free_port(host)
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRADIO_") and k != "PYTHONPATH"}
     # A Space runs app.py from the repository root with nothing on PYTHONPATH, and says where to listen.
     env.update(GRADIO_SERVER_NAME=host, GRADIO_SERVER_PORT=str(port), SPACE_ID="fhavatar-tests/fhavatar",

@@ -16,17 +16,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from fhavatar.io import load_image
 
 from .catalogue import DEFAULT_LIMIT_S, DOCUMENTED, handled, refused, time_limit
+from .drawn_photos import smiley, tight_crop
 
 ROOT = Path(__file__).resolve().parents[2]
 REALFACES = ROOT.parent / "shared" / "data" / "realfaces"
 ASTRONAUT = ROOT / "examples" / "astronaut.png"  # public domain (skimage)
-#: The tight crop's side, as a fraction of the face landmarks' bounding box: the face covers ~98 % of the image.
-TIGHT = 0.88
 
 
 def _shared(prefix: str, slow: bool = False):
@@ -52,27 +51,6 @@ def quality_pipe():
     pipeline = FHAvatarPipeline.default()
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
-
-
-def smiley(size: int = 512) -> np.ndarray:
-    """A drawn smiley: yellow disc, black oval eyes, a black arc for a mouth (Face Mesh finds a face in it)."""
-    image = Image.new("RGB", (size, size), "white")
-    draw, s = ImageDraw.Draw(image), size
-    draw.ellipse([0.15 * s, 0.15 * s, 0.85 * s, 0.85 * s], fill=(255, 215, 0), outline=(0, 0, 0), width=max(2, s // 100))
-    draw.ellipse([0.35 * s, 0.33 * s, 0.43 * s, 0.47 * s], fill=(0, 0, 0))
-    draw.ellipse([0.57 * s, 0.33 * s, 0.65 * s, 0.47 * s], fill=(0, 0, 0))
-    draw.arc([0.3 * s, 0.4 * s, 0.7 * s, 0.72 * s], 20, 160, fill=(0, 0, 0), width=max(3, s // 60))
-    return np.asarray(image)
-
-
-def tight_crop(photo: np.ndarray, fraction: float = TIGHT) -> np.ndarray:
-    """The photo cropped to `fraction` of its face landmarks' bounding box, about the same centre."""
-    from fhavatar.tracking import FaceLandmarker
-
-    with FaceLandmarker() as landmarker:
-        x0, y0, x1, y1 = landmarker.detect(photo).face_box
-    cx, cy, hw, hh = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) * fraction / 2, (y1 - y0) * fraction / 2
-    return np.ascontiguousarray(photo[max(0, round(cy - hh)):round(cy + hh), max(0, round(cx - hw)):round(cx + hw)])
 
 
 def face_correlation(avatar, size: int = 256) -> float:
