@@ -67,13 +67,15 @@ def todays_render(gaussians, camera, size: int, background) -> torch.Tensor:  # 
 
 @contextmanager
 def torch_value_checks():
-    """`Gaussians.validate` as before issue 20: the torch checks only (a dozen passes), not the compiled one."""
-    compiled = gaussians_module.values_look_valid
+    """`Gaussians.validate` as before issue 20: the torch checks only (a dozen passes), not the compiled one, on every
+    call (not once per set of Gaussians)."""
+    compiled, unchanged = gaussians_module.values_look_valid, gaussians_module.Gaussians._values_unchanged
     gaussians_module.values_look_valid = lambda *arrays: False
+    gaussians_module.Gaussians._values_unchanged = lambda self: False
     try:
         yield
     finally:
-        gaussians_module.values_look_valid = compiled
+        gaussians_module.values_look_valid, gaussians_module.Gaussians._values_unchanged = compiled, unchanged
 
 
 @torch.no_grad()

@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["Setting", "check_finite_fields", "check_finite_tensors", "check_float_fields", "check_settings"]
+__all__ = ["Setting", "check_finite_fields", "check_finite_tensors", "check_float_fields", "check_settings",
+           "count_non_finite"]
 
 
 def check_float_fields(record, dtype_error: type[Exception] = TypeError) -> None:
@@ -29,7 +30,7 @@ def check_float_fields(record, dtype_error: type[Exception] = TypeError) -> None
 
 
 @torch.no_grad()
-def _non_finite(value: Tensor) -> int:
+def count_non_finite(value: Tensor) -> int:
     """How many NaN/inf values a floating-point tensor holds (0 for other dtypes).
 
     NaN/inf survive a sum, so one reduction settles the common (all finite) case; the element-wise test only runs to
@@ -44,7 +45,7 @@ def check_finite_fields(record) -> None:
     """Raise `ValueError` if a tensor field of the dataclass `record` holds NaN/inf values."""
     owner = type(record).__name__
     for f in fields(record):
-        bad = _non_finite(getattr(record, f.name))
+        bad = count_non_finite(getattr(record, f.name))
         if bad:
             raise ValueError(f"{owner}.{f.name} must be finite, but it holds {bad} NaN/inf value(s).")
 
@@ -53,7 +54,7 @@ def check_finite_tensors(tensors: Mapping[str, Tensor], owner: str) -> None:
     """Raise `ValueError` naming `owner` and the tensor if a floating-point tensor of `tensors` (e.g. a module's
     `state_dict()`) holds NaN/inf values."""
     for name, value in tensors.items():
-        bad = _non_finite(value)
+        bad = count_non_finite(value)
         if bad:
             raise ValueError(f"{owner}: the weight `{name}` holds {bad} NaN/inf value(s) of {value.numel()}; the "
                              "weights are damaged.")

@@ -8,6 +8,8 @@ import torch
 from diffusers import ConfigMixin, ModelMixin
 from torch import Tensor
 
+from .._checks import count_non_finite
+
 __all__ = ["HEAD_UNITS_PER_METRE", "HeadModel", "REGION_NAMES", "check_buffer_tensors", "mesh_buffer_specs"]
 
 #: Head-space units per metre. PanoHead's cameras (radius 2.7, normalised focal 4.2647, i.e. a 13.4° vertical
@@ -117,7 +119,7 @@ class HeadModel(ModelMixin, ConfigMixin):
             shape = list(rest_offsets.shape) if isinstance(rest_offsets, Tensor) else type(rest_offsets).__name__
             raise ValueError(f"`rest_offsets` must have shape [{self.num_vertices}, 3] or [{batch}, "
                              f"{self.num_vertices}, 3], got {shape}.")
-        if not bool(torch.isfinite(rest_offsets).all()):
+        if count_non_finite(rest_offsets):  # one sum: an avatar passes its offsets every frame
             raise ValueError("`rest_offsets` must be finite.")
         return rest_offsets.to(like).expand(batch, self.num_vertices, 3)
 

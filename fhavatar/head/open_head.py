@@ -21,6 +21,7 @@ from torch import Tensor
 from .._checks import check_finite_fields, check_float_fields
 from ..io import read_safetensors
 from ..rotations import axis_angle_to_matrix
+from . import _kernels
 from .base import HEAD_UNITS_PER_METRE, HeadModel, check_buffer_tensors, mesh_buffer_specs
 from .lbs import linear_blend_skinning
 
@@ -184,9 +185,20 @@ class OpenHead(HeadModel):
 
     # ------------------------------------------------------------------ model
     def expression_offsets(self, expression: Tensor) -> Tensor:  # [B, 468, 3] -> [B, V, 3]
-        """Rest-pose displacement of every vertex for face-vertex displacements `expression`."""
-        gathered = expression[:, self.expression_sources]  # [B, V, K, 3]
-        return (gathered * self.expression_weights[None, :, :, None].to(expression.dtype)).sum(2)
+        """Rest-pose displacement of every vertex for face-vertex displacements `expression`.
+
+        `sum_k expression_weights[v, k] * expression[:, expression_sources[v, k]]`: on the CPU in float32 without
+        gradients, one compiled pass (`fhavatar.head._kernels`, the same bits); the torch formula otherwise."""
+        tensors = (expression, self.expression_weights)
+        if (expression.dim() == 3 and expression.shape[2] == 3  # other shapes: torch's error
+                and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+                and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+                and _kernels.matches_torch(self.expression_sources.shape[1])):
+            out = torch.empty(expression.shape[0], self.num_vertices, 3)
+            _kernels.expression_offsets(expression.detach().contiguous().numpy(), self.expression_sources.numpy(),
+                                        self.expression_weights.detach().contiguous().numpy(), out.numpy())
+            return out
+        return _kernels.expression_offsets_torch(expression, self.expression_sources, self.expression_weights)
 
     def forward(self, params: OpenHeadParams, rest_offsets: Tensor | None = None) -> Tensor:  # -> [B, V, 3]
         """Posed vertices: template + expression (+ `rest_offsets`), skinning (neck, jaw, eyes), global rotation about
@@ -199,7 +211,10 @@ class OpenHead(HeadModel):
         """
         self._check_params_type(params)
         params.validate()
-        params = params.to(device=self.template_vertices.device, dtype=self.template_vertices.dtype)
+        like = self.template_vertices
+        if any(getattr(params, f.name).device != like.device or getattr(params, f.name).dtype != like.dtype
+               for f in fields(params)):  # a copy validates again: only when something moves
+            params = params.to(device=like.device, dtype=like.dtype)
         batch = params.batch_size
         rest = self.template_vertices[None] + self.expression_offsets(params.expression)  # [B, V, 3]
         offsets = self._rest_offsets(rest_offsets, batch, rest)

@@ -27,7 +27,9 @@ class Gaussians:
         opacities (`Tensor` of shape `[N]`): opacities in `[0, 1]`.
         colors (`Tensor` of shape `[N, C]`): per-Gaussian colour (`C = 3` for RGB in `[0, 1]`).
 
-    The constructor validates shapes, dtypes and values and raises `ValueError` naming the field.
+    The constructor validates shapes, dtypes and values and raises `ValueError` naming the field. Values that passed
+    are not checked again by later `validate` calls (every render runs one) while the fields hold the same tensors,
+    unchanged in place (`Tensor._version`; a write through a `.numpy()` view escapes it).
 
     Example:
         ```py
@@ -55,6 +57,7 @@ class Gaussians:
         (`Avatar.gaussians` checks the values as its kernel computes them). Use the constructor otherwise."""
         gaussians = cls.__new__(cls)
         gaussians.__dict__.update(means=means, quats=quats, scales=scales, opacities=opacities, colors=colors)
+        gaussians._values_passed()
         return gaussians
 
     # ------------------------------------------------------------------ validation
@@ -80,10 +83,11 @@ class Gaussians:
                     f"Gaussians.{f.name} is on {getattr(self, f.name).device} but means is on {device}; "
                     "move all fields to one device (Gaussians.to(device))."
                 )
-        if not check_values or n == 0:
+        if not check_values or n == 0 or self._values_unchanged():
             return
         if device.type == "cpu" and all(getattr(self, f.name).dtype == torch.float32 for f in fields(self)):
             if values_look_valid(*(getattr(self, f.name).detach().numpy() for f in fields(self))):
+                self._values_passed()
                 return  # one compiled pass; otherwise the checks below name the problem
         check_finite_fields(self)
         with torch.no_grad():
@@ -100,6 +104,20 @@ class Gaussians:
                 )
             if self.quats.abs().amax(dim=-1).min() < 1e-12:
                 raise ValueError("Gaussians.quats contains zero quaternions; each row must be a non-zero (w, x, y, z).")
+        self._values_passed()
+
+    def _values_passed(self) -> None:
+        """Remember the tensors whose values passed (and their in-place version counters)."""
+        try:
+            self.__dict__["_passed"] = tuple((t, t._version) for t in (getattr(self, f.name) for f in fields(self)))
+        except RuntimeError:  # inference-mode tensors keep no version counter: their values are checked every time
+            self.__dict__.pop("_passed", None)
+
+    def _values_unchanged(self) -> bool:
+        """Whether every field is a tensor whose values passed and that was not changed in place since."""
+        passed = self.__dict__.get("_passed")
+        return passed is not None and all(getattr(self, f.name) is t and t._version == version
+                                          for f, (t, version) in zip(fields(self), passed))
 
     # ------------------------------------------------------------------ container protocol
     def __len__(self) -> int:

@@ -207,6 +207,41 @@ def test_expression_moves_face_vertices_and_drags_their_surroundings(head):
     assert delta[head.template_vertices[:, 2].argmin()].norm() < 1e-6  # the back of the head stays (up to rounding)
 
 
+def test_compiled_expression_offsets_give_the_torch_bits(head):
+    """The compiled pass (CPU, float32, no gradient) against the readable formula, on the packaged head and on
+    widths whose products do not fill groups of four (PyTorch's order of a short sum)."""
+    from fhavatar.head import _kernels
+
+    assert _kernels.matches_torch(head.expression_sources.shape[1]), "OpenHead runs the torch formula here"
+    g = torch.Generator().manual_seed(0)
+    expression = 0.01 * torch.randn(3, 468, 3, generator=g)
+    fast = head.expression_offsets(expression)
+    assert torch.equal(fast, _kernels.expression_offsets_torch(expression, head.expression_sources,
+                                                               head.expression_weights))
+    for width in (1, 5, 11):
+        sources = torch.randint(0, 468, (300, width), generator=g)
+        weights = torch.rand(300, width, generator=g)
+        out = torch.empty(3, 300, 3)
+        _kernels.expression_offsets(expression.numpy(), sources.numpy(), weights.numpy(), out.numpy())
+        assert torch.equal(out, _kernels.expression_offsets_torch(expression, sources, weights)), width
+    bad = torch.full((300, 8), 468)
+    with pytest.raises(IndexError, match="outside the face vertices"):
+        _kernels.expression_offsets(expression.numpy(), bad.numpy(), torch.ones(300, 8).numpy(), out.numpy())
+
+
+def test_expression_offsets_keep_gradients_and_other_dtypes(head):
+    g = torch.Generator().manual_seed(1)
+    expression = (0.01 * torch.randn(1, 468, 3, generator=g)).requires_grad_(True)
+    offsets = head.expression_offsets(expression)  # the torch formula: autograd reaches the expression
+    offsets.sum().backward()
+    assert expression.grad is not None and expression.grad.abs().sum() > 0
+    params = head.neutral_params()
+    params.expression[:] = expression.detach()
+    params.jaw[:, 0] = 0.2
+    double = params.to(dtype=torch.float64)  # cast to the model's dtype inside forward
+    torch.testing.assert_close(head(double), head(params), atol=1e-6, rtol=0)
+
+
 def test_regions_partition_the_cranium(head):
     masks = head.region_masks
     assert masks.any(0).all() and torch.equal(head.region("face"), torch.arange(head.num_vertices) < 468)

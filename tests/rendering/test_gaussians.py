@@ -69,3 +69,38 @@ def test_synthetic_head_is_deterministic_and_head_sized():
     assert a.means[:, 2].max() > 0.2  # the face (nose) points toward +z
     with pytest.raises(ValueError, match="num_gaussians"):
         synthetic_head(3)
+
+
+def test_values_are_checked_once_until_a_field_changes(monkeypatch):
+    import fhavatar.rendering.gaussians as module
+
+    calls = []
+    compiled = module.values_look_valid
+    monkeypatch.setattr(module, "values_look_valid", lambda *arrays: calls.append(1) or compiled(*arrays))
+    gs = _gaussians()
+    assert len(calls) == 1
+    gs.validate()  # a render validates again: same tensors, unchanged, so no second pass
+    assert len(calls) == 1
+    gs.opacities[0] = 1.5  # in place: checked again, and refused
+    with pytest.raises(ValueError, match="opacities must lie in"):
+        gs.validate()
+    gs.opacities = torch.rand(6)  # replaced: checked again, and accepted
+    gs.validate()
+    gs.validate()
+    assert len(calls) == 3
+    gs.means[:, 0].fill_(float("nan"))  # through a view: the version counter is shared
+    with pytest.raises(ValueError, match="means must be finite"):
+        gs.validate()
+    checked = Gaussians.checked(means=torch.zeros(2, 3), quats=torch.tensor([[1.0, 0, 0, 0]] * 2),
+                                scales=torch.full((2, 3), 0.01), opacities=torch.ones(2), colors=torch.ones(2, 3))
+    checked.validate()
+    assert len(calls) == 4  # `checked` trusts its caller until something changes
+    checked.scales.zero_()
+    with pytest.raises(ValueError, match="scales must be positive"):
+        checked.validate()
+    with torch.inference_mode():  # no version counters: checked every time
+        inference = _gaussians()
+        inference.validate()
+        inference.scales[0, 0] = -1.0
+        with pytest.raises(ValueError, match="scales must be positive"):
+            inference.validate()
