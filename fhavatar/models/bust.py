@@ -2,14 +2,15 @@
 
 PanoHead-framed crops show the top of the torso, and the paper's orbits keep it. No head model has one, so the
 built-in default builds it from the photo: every foreground pixel below the chin that the head avatar does not cover
-lies on a vertical elliptic cylinder (a simple chest), sampled row by row evenly around so it is closed from every
-side: points facing the camera take the photo's colour, points facing away (the back, which the photo cannot show)
-and the shoulders' lid the colour just inside the outline on their side (what wraps around the body there: long hair
-behind the shoulders, a collar, a sleeve). Per image row the cylinder's axis passes through the middle of the outline
-of the foreground part below the chin that holds the neck (the body; a raised hand or a second person is not), seen
-from the photo's camera at the body's distance; its width follows the outline, its depth is `DEPTH_RATIO` of it
-(only `NECK_FRONT` of that in front, on the rows whose middle the head covers: nothing of the body is in front of the
-neck).
+lies on a vertical elliptic cylinder (a simple chest), sampled row by row at even steps along each ring so it is
+closed from every side (a body cut by the photo's bottom edge goes on a little below it; a lid sloping up toward the
+neck, as shoulders do, closes the top): points facing the camera take the photo's colour, points facing away (the
+back, which the photo cannot show) and the lid the colour just inside the outline on their side (what wraps around
+the body there: long hair behind the shoulders, a collar, a sleeve). Per image row the cylinder's axis passes through
+the middle of the outline of the foreground part below the chin that holds the neck (the body; a raised hand or a
+second person is not), seen from the photo's camera at the body's distance; its width follows the outline (smoothed
+over a few rows), its depth is `DEPTH_RATIO` of it (only `NECK_FRONT` of that in front, on the rows whose middle the
+head covers: nothing of the body is in front of the neck).
 The Gaussians live in head space and are not skinned: the head turns and nods above them.
 """
 
@@ -38,6 +39,9 @@ START_ABOVE_CHIN = 0.04
 MIN_PIXELS = 30
 #: The shoulders' lid closes the top ring down to this fraction of its size (about the neck's width).
 LID_INNER = 0.35
+#: The lid rises toward the neck by this slope (rise over run), as shoulders do: seen from the side or behind, the
+#: bust's top then meets the head at an open angle instead of a thin wedge of background under the hair or jaw.
+LID_SLOPE = 0.3
 #: A point the photo cannot show takes the colour this fraction of the row's width inside its side of the outline
 #: (not the outline's own pixels, which mix in the background).
 BACK_INSET = 0.06
@@ -51,6 +55,16 @@ RING_STEP = 0.5
 NECK_FRONT = 0.3
 #: The front depth ramps back to full over this fraction of the rows above the first row the head leaves free.
 FRONT_RAMP = 0.04
+#: A body cut by the photo's bottom edge goes on below it for this fraction of the crop height (views from above or
+#: beside show its lower end, which would otherwise be a soft edge inside the picture).
+BELOW_PHOTO = 0.02
+#: Ring shapes (centre, width, depth) follow the outline smoothed over rows with a Gaussian of this fraction of the
+#: crop height: a step (long hair ending on the shoulders) or a notch (a wisp, the matte's noise) in the outline made
+#: a concave corner in the bust's side, and seen from the side or behind, with the head's soft edge crossing it, a
+#: crease of half-covered pixels. Smoothed, the bust's sides are slopes.
+OUTLINE_SMOOTH = 0.02
+#: Angles per ring at which its arc length is tabulated (for points spaced evenly along it).
+ARC_SAMPLES = 256
 
 
 def _row_edges(matte: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # [R, R] -> [R] x3
@@ -62,15 +76,16 @@ def _row_edges(matte: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: 
 
 
 def _ring_parameters(body: np.ndarray, camera: Camera, body_centre: Tensor) -> tuple[Tensor, np.ndarray, float]:
-    """Per row of `body` ([R, R] bool): the chest ring `(centre x, y, centre z, semi-axis x, semi-axis z)` in head
-    space `[rows, 5]`, the rows it belongs to, and the head units per pixel at the chest."""
-    size = body.shape[0]
+    """Per row of `body` (`[H, R]` bool: the picture's R columns; H >= R when rows past its bottom edge are added):
+    the chest ring `(centre x, y, centre z, semi-axis x, semi-axis z)` in head space `[rows, 5]`, the rows it belongs
+    to, and the head units per pixel at the chest."""
+    size = body.shape[1]
     left, right, has = _row_edges(body)
     # The chest's depth from the camera: the body centre's; per row, its outline unprojected there.
     _, centre_depth = camera.project(body_centre[None, None].float(), size, size)
     depth = float(centre_depth[0, 0])
     row_ids = np.flatnonzero(has)
-    centres = (np.arange(size) + 0.5)[row_ids]
+    centres = (np.arange(body.shape[0]) + 0.5)[row_ids]
     uv = torch.tensor(np.stack([np.r_[left[row_ids], right[row_ids]], np.r_[centres, centres]], -1), dtype=torch.float32)
     edges = camera.unproject(uv[None], torch.full((1, len(uv)), depth), size, size)[0]
     lefts, rights = edges[: len(row_ids)], edges[len(row_ids):]
@@ -83,6 +98,9 @@ def _ring_parameters(body: np.ndarray, camera: Camera, body_centre: Tensor) -> t
     # The axis passes through the outline's middle, at the body centre's distance from the camera (seen from the
     # side, the middle moves along the head's z, not its x).
     params = torch.stack([middle[:, 0], middle[:, 1], middle[:, 2], semi_x, DEPTH_RATIO * semi_x], -1)
+    # The shape (not the height) follows the outline smoothed over the rows around.
+    shape = ndimage.gaussian_filter1d(params[:, [0, 2, 3, 4]].numpy(), OUTLINE_SMOOTH * size, axis=0, mode="nearest")
+    params[:, [0, 2, 3, 4]] = torch.from_numpy(shape)
     focal = float(camera.pixel_intrinsics(size, size)[0, 0, 0])
     return params, row_ids, depth / focal
 
@@ -102,7 +120,9 @@ def _rings(params: Tensor, footprint: float) -> tuple[Tensor, Tensor, Tensor]:  
     rings = torch.lerp(params[owner], params[following], fraction[:, None])
     lids = max(1, math.ceil(float((1 - LID_INNER) * params[0, 3] / footprint)))
     lid = params[0].repeat(lids, 1)
-    lid[:, 3:5] *= torch.linspace(1, LID_INNER, lids + 1)[1:, None]
+    shrink = torch.linspace(1, LID_INNER, lids + 1)[1:]
+    lid[:, 1] += LID_SLOPE * (1 - shrink) * params[0, 3]
+    lid[:, 3:5] *= shrink[:, None]
     is_lid = torch.cat([torch.zeros(len(rings), dtype=torch.bool), torch.ones(lids, dtype=torch.bool)])
     return torch.cat([rings, lid]), torch.cat([owner, torch.zeros(lids, dtype=torch.long)]), is_lid
 
@@ -119,9 +139,41 @@ def _front_depths(body: np.ndarray, head: np.ndarray, row_ids: np.ndarray) -> Te
     if len(below) == 0:  # the head hides every row's middle
         return torch.full((len(row_ids),), NECK_FRONT)
     first_chest = int(below[0])  # the first body row (top down) whose middle the head leaves free
-    ramp = max(1, round(FRONT_RAMP * body.shape[0]))
+    ramp = max(1, round(FRONT_RAMP * body.shape[1]))
     t = np.clip((np.arange(len(row_ids)) - (first_chest - ramp)) / ramp, 0, 1)
     return torch.from_numpy(NECK_FRONT + (1 - NECK_FRONT) * t).float()
+
+
+def _even_angles(
+    semi_x: Tensor,  # [K] the rings' semi-axes along x
+    depth_back: Tensor,  # [K] their semi-axes along -z (the back half)
+    front: Tensor,  # [K] the front half's (+z) depth relative to the back's
+    footprint: float,  # the spacing wanted along each ring, head units
+) -> tuple[Tensor, Tensor]:  # [P] ring of each point, [P] its angle
+    """Points spaced evenly *along* each ring (at most `footprint` apart), as angles of `(semi_x cos, depth sin)`.
+
+    Even angles would crowd the points where a ring is narrow (its sides) and space them out where it is wide (the
+    chest's front and back, 1.2-1.5 footprints apart on a flat front): the surface showed stripes of lower alpha there.
+    The arc length is tabulated per ring on a fine grid of angles and inverted by linear interpolation.
+    """
+    grid = torch.linspace(0, 2 * math.pi, ARC_SAMPLES + 1)  # [M + 1]
+    depth = depth_back[:, None] * torch.where(torch.sin(grid) > 0, front[:, None], 1.0)  # [K, M + 1]
+    x, z = semi_x[:, None] * torch.cos(grid), depth * torch.sin(grid)
+    chords = torch.hypot(x.diff(dim=1), z.diff(dim=1))  # [K, M]
+    arc = torch.cat([torch.zeros(len(semi_x), 1), chords.cumsum(1)], 1)  # [K, M + 1], from angle 0
+    counts = (arc[:, -1] / footprint).ceil().long().clamp(min=8)
+    ring = torch.repeat_interleave(torch.arange(len(semi_x)), counts)
+    step = torch.cat([torch.arange(int(n)) for n in counts]).float()
+    target = (step + 0.5) / counts[ring] * arc[ring, -1]  # [P] arc length of each point
+    # One sorted sequence over all rings (ring k's arc lengths offset by k times the longest), searched once.
+    offset = float(arc[:, -1].max()) * 2
+    table = (arc.double() + offset * torch.arange(len(semi_x))[:, None]).reshape(-1)  # double: offsets reach ~1e3
+    position = target.double() + offset * ring
+    upper = torch.searchsorted(table, position).clamp(1, table.numel() - 1)
+    lower = upper - 1
+    t = ((position - table[lower]) / (table[upper] - table[lower]).clamp(min=1e-12)).clamp(0, 1)
+    column = lower % (ARC_SAMPLES + 1)
+    return ring, grid[column] + t.float() * (2 * math.pi / ARC_SAMPLES)
 
 
 @torch.no_grad()
@@ -151,25 +203,29 @@ def build_bust(
     col, row = (int(np.clip(v, 0, size - 1)) for v in neck_px[0, 0].tolist())
     label = labels[row, col] if labels[row, col] else 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
     body = labels == label
-    if (body & (head_alpha.numpy() < 0.5)).sum() < MIN_PIXELS:  # the head hides (nearly) all of it
+    head = head_alpha.numpy() >= 0.5
+    if (body & ~head).sum() < MIN_PIXELS:  # the head hides (nearly) all of it
         return None
+    front = _front_depths(body, head, np.flatnonzero(body.any(1)))
+    below = round(BELOW_PHOTO * size) if body[-1].any() else 0
+    if below:  # the photo's last row repeated: rows past the bottom edge, unprojected like the others
+        body = np.concatenate([body, np.repeat(body[-1:], below, 0)])
+        photo = torch.cat([photo, photo[:, -1:].expand(-1, below, -1)], 1)
+        front = torch.cat([front, front[-1:].expand(below)])
     params, row_ids, footprint = _ring_parameters(body, camera, body_centre)
-    params = torch.cat([params, _front_depths(body, head_alpha.numpy() >= 0.5, row_ids)[:, None]], -1)
+    params = torch.cat([params, front[:, None]], -1)
     rings, owner, is_lid = _rings(params, footprint)
 
     # Every ring sampled evenly around (a closed surface from every side).
     cx, y, cz, ax, az_back, front = rings.unbind(-1)
-    az = az_back * (1 + front) / 2  # for the sampling density: the mean of the two halves' depths
-    perimeter = math.pi * (3 * (ax + az) - ((3 * ax + az) * (ax + 3 * az)).sqrt())  # Ramanujan
-    counts = (perimeter / footprint).ceil().long().clamp(min=8)
-    ring = torch.repeat_interleave(torch.arange(len(rings)), counts)
-    step = torch.cat([torch.arange(int(n)) for n in counts]).float()
-    angle = 2 * math.pi * (step + 0.5) / counts[ring]
+    ring, angle = _even_angles(ax, az_back, front, footprint)
     depth = az_back[ring] * torch.where(torch.sin(angle) > 0, front[ring], 1.0)  # the front half (+z) may be shallower
     points = torch.stack([cx[ring] + ax[ring] * torch.cos(angle), y[ring], cz[ring] + depth * torch.sin(angle)], -1)
     normals = F.normalize(torch.stack([torch.cos(angle) / ax[ring], torch.zeros_like(angle),
                                        torch.sin(angle) / depth], -1), dim=-1)
-    normals[is_lid[ring]] = torch.tensor([0.0, 1.0, 0.0])  # the lid faces up (+y)
+    lid_pts = is_lid[ring]
+    slope = torch.stack([torch.cos(angle) * LID_SLOPE, torch.ones_like(angle), torch.sin(angle) * LID_SLOPE], -1)
+    normals[lid_pts] = F.normalize(slope[lid_pts], dim=-1)  # the lid faces up (+y), tilted out by its slope
     # Seen by the photo's camera; the lid never is (edge-on at best): from above it shows what lies on the shoulders.
     facing = ((normals * (camera.position[0].float() - points)).sum(-1) > 0) & ~is_lid[ring]
     # A flat disc looks the same from both sides: keep normals in the +z half (quat_from_z_to's safe side).

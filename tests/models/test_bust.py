@@ -1,6 +1,7 @@
 """The bust (issue 17, part 3): neck, shoulders and chest from the photo, fixed while the head moves."""
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -9,8 +10,9 @@ import torch
 from fhavatar import FHAvatarPipeline
 from fhavatar.avatar import Avatar
 from fhavatar.io.ply import load_gaussians_ply
-from fhavatar.models.bust import build_bust
-from fhavatar.rendering import render_gaussians
+from fhavatar.models.bust import _even_angles, build_bust
+from fhavatar.rendering import Camera, render_gaussians
+from fhavatar.rotations import quat_to_rotmat
 from tests.training import ASTRONAUT
 
 
@@ -153,3 +155,99 @@ def test_rows_the_head_covers_have_no_shelf_in_front_of_the_neck(avatar):
     assert rows.min() < neck_end - 20 and rows.max() > neck_end + 25
     assert front_depth(bust, upper=True) < 0.5 * front_depth(plain, upper=True)  # the neck rows: shallow in front
     assert front_depth(bust, upper=False) == pytest.approx(front_depth(plain, upper=False), rel=0.05)  # the chest
+
+
+def test_points_are_spaced_evenly_along_each_ring():
+    """Neighbours along a ring lie about one footprint apart everywhere: on a wide, flat front too (even angles
+    left 1.2-1.5 footprints there and the chest showed stripes of lower alpha)."""
+    semi_x = torch.tensor([0.3, 0.1])
+    depth = 0.6 * semi_x
+    front = torch.tensor([0.3, 1.0])  # a shallow front half, and a full ellipse
+    footprint = 0.004
+    ring, angle = _even_angles(semi_x, depth, front, footprint)
+    for k in range(2):
+        a = angle[ring == k]
+        d = depth[k] * torch.where(torch.sin(a) > 0, front[k], 1.0)
+        points = torch.stack([semi_x[k] * torch.cos(a), d * torch.sin(a)], -1)
+        gaps = (points - points.roll(1, 0)).norm(dim=-1)
+        assert float(gaps.max()) <= footprint * 1.01
+        assert float(gaps.min()) >= footprint * 0.85
+        assert bool((a.diff() > 0).all()) and float(a.min()) > 0 and float(a.max()) < 2 * math.pi
+
+
+def _eroded_min_alpha(alpha: torch.Tensor, pixels: int = 2) -> float:  # [H, W] -> lowest alpha well inside
+    inside = torch.nn.functional.pad((alpha > 0.5).float()[None, None], (pixels,) * 4)
+    eroded = -torch.nn.functional.max_pool2d(-inside, 2 * pixels + 1, 1)[0, 0] > 0.5
+    return float(alpha[eroded].min())
+
+
+def test_the_bust_is_closed_seen_close_up_from_front_above_and_behind(avatar):
+    """Rendered at twice the photo's scale (the splats' own width, not the renderer's pixel blur, must close the
+    surface), the bust of a block-shaped body with a step at the shoulders has no see-through pixel inside its
+    outline from the front, from above or from behind the side."""
+    _, avatar = avatar
+    track = avatar.source_track
+    chin = float(track.landmarks[152, 1])
+    matte = np.zeros((512, 512), dtype=np.float32)
+    matte[int(chin) - 10 :, 200:320] = 1.0  # hair beside the neck
+    matte[int(chin) + 40 :, 110:400] = 1.0  # the shoulders: a step out
+    image = torch.full((3, 512, 512), 0.5)
+    bust = build_bust(image, torch.from_numpy(matte), torch.zeros(128, 128), track.camera, chin,
+                      torch.tensor([0.0, -0.2, -0.05]))
+    orbit = Camera.orbit(8, radius=float(track.camera.position.norm()), elevation_deg=30.0)
+    for view in (track.camera, orbit[3], orbit[4], orbit[5]):
+        alpha = render_gaussians(bust, view, 256, 256).alpha[0, 0]  # R = 128: footprints of two pixels
+        assert _eroded_min_alpha(alpha) >= 0.99
+
+
+def test_a_body_cut_by_the_photos_bottom_edge_goes_on_below_it(avatar):
+    _, avatar = avatar
+    track = avatar.source_track
+    chin = float(track.landmarks[152, 1])
+    image = torch.full((3, 512, 512), 0.5)
+    centre = torch.tensor([0.0, -0.2, -0.05])
+    lowest = []
+    for end in (512, 440):  # to the bottom edge, and ending inside the picture
+        matte = np.zeros((512, 512), dtype=np.float32)
+        matte[int(chin) + 10 : end, 150:360] = 1.0
+        bust = build_bust(image, torch.from_numpy(matte), torch.zeros(128, 128), track.camera, chin, centre)
+        pixels, _ = track.camera.project(bust.means[None], 512, 512)
+        lowest.append(float(pixels[0, :, 1].max()))
+    # (the rings' fronts project a few pixels below their rows: compare the two)
+    assert (lowest[0] - 512) - (lowest[1] - 440) > 0.015 * 512  # beyond the edge: no lower end seen from above
+    assert lowest[1] < 440 + 12  # a body that ends in the picture ends where it does
+
+
+def test_the_lid_slopes_up_toward_the_neck(avatar):
+    _, avatar = avatar
+    bust = avatar.bust
+    up = torch.tensor([0.0, 1.0, 0.0])
+    normals = torch.nn.functional.normalize(quat_to_rotmat(bust.quats)[:, :, 2], dim=-1)
+    lid = (normals * up).sum(-1).abs() > 0.8  # the upward-facing Gaussians
+    offset = bust.means[lid][:, [0, 2]] - bust.means[lid][:, [0, 2]].mean(0)
+    sides = offset[:, 1].abs() < 0.2 * offset[:, 0].abs()  # left and right of the neck: the run is along x
+    run, height = offset[sides, 0].abs(), bust.means[lid][sides, 1]
+    slope = float(((run - run.mean()) * (height - height.mean())).sum() / ((run - run.mean()) ** 2).sum())
+    assert -0.45 < slope < -0.15  # rising toward the neck by about LID_SLOPE (0.3)
+    upward = normals[lid][sides] * normals[lid][sides, 1:2].sign()  # (a disc's normal may point either way)
+    assert float((upward[:, 0] * offset[sides, 0] > 0).float().mean()) > 0.9  # tilted outward, as the slope is
+
+
+def test_a_step_in_the_outline_becomes_a_slope(avatar):
+    """Long hair ending on the shoulders steps the outline out by 30 pixels from one row to the next: the bust's
+    side follows it over several rows (no concave corner for the head's edge to cross)."""
+    _, avatar = avatar
+    track = avatar.source_track
+    chin = float(track.landmarks[152, 1])
+    matte = np.zeros((512, 512), dtype=np.float32)
+    matte[int(chin) - 10 :, 200:320] = 1.0
+    matte[int(chin) + 40 :, 170:350] = 1.0  # the step: 30 pixels out on each side
+    image = torch.full((3, 512, 512), 0.5)
+    bust = build_bust(image, torch.from_numpy(matte), torch.zeros(128, 128), track.camera, chin,
+                      torch.tensor([0.0, -0.2, -0.05]))
+    pixels, _ = track.camera.project(bust.means[None], 512, 512)
+    rows = (pixels[0, :, 1] / 4).floor().long()  # rows of R = 128
+    # (the top and bottom rows hold only part of a ring's projection: left out)
+    right = torch.tensor([float(pixels[0, rows == r, 0].max()) for r in range(int(chin) // 4, 500 // 4)])
+    assert float(right.max() - right.min()) > 20  # the step is there
+    assert float(right.diff().abs().max()) < 10  # but spread over rows: no jump of 30 pixels from one to the next
