@@ -24,7 +24,7 @@ from diffusers.utils import BaseOutput
 from torch import Tensor
 
 from ._checks import Setting, check_settings
-from .animation import FrameThreads, frame_params, single_torch_thread, transfer_motion
+from .animation import ClipVertices, FrameThreads, single_torch_thread, transfer_motion
 from .avatar import Avatar
 from .head.open_head import OpenHead
 from .io import load_image, read_video
@@ -354,8 +354,8 @@ class FHAvatarPipeline(AvatarBuilding, DiffusionPipeline):
             check_call(None, driving, 1, height, width, mode, "pt", num_frames, returned=False)
             tracks, _ = self.track_driving(driving, num_frames)
             params, cameras = transfer_motion(source_track, tracks, mode=mode, use_driving_camera=use_driving_camera)
-        params = params.to(self.device)  # posed a frame at a time in the loop (fhavatar.animation.frame_params)
-        return self._frames(lambda t: avatar.gaussians(frame_params(params, t)), cameras, height, width,
+        vertices = ClipVertices(avatar.pose, params.to(self.device))  # posed a few frames at a time in the loop
+        return self._frames(lambda t: avatar.gaussians(vertices=vertices(t)), cameras, height, width,
                             "re-enacting", background)
 
     def live(self, avatar: Avatar, background: Sequence[float] | None = None) -> LiveReenactment:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from fhavatar import FHAvatarPipeline, _posing
-from fhavatar.animation import FrameThreads, frame_params, single_torch_thread, transfer_motion
+from fhavatar.animation import ClipVertices, FrameThreads, frame_params, single_torch_thread, transfer_motion
 from fhavatar.avatar import Avatar
 from fhavatar.head.open_head import OpenHead
 from fhavatar.head.uv import UVLayout
@@ -206,6 +206,35 @@ def test_frame_params_pose_what_the_whole_clip_poses(head, layout):
         frame_params([params], 0)
 
 
+@torch.no_grad()
+def test_clip_vertices_pose_a_few_frames_at_a_time_what_the_whole_clip_poses(head, layout):
+    avatar = _avatar(head, layout, seed=7)
+    params = _poses(head, 7)
+    whole = avatar.pose(params)
+    calls = []
+
+    def pose(p):
+        calls.append(p.batch_size)
+        return avatar.pose(p)
+
+    for chunk in (1, 3, 16):
+        calls.clear()
+        vertices = ClipVertices(pose, params, chunk=chunk)
+        assert len(vertices) == 7
+        for t in range(7):
+            assert torch.equal(vertices(t), whole[t]), (chunk, t)
+        assert calls == [min(chunk, 7 - start) for start in range(0, 7, chunk)]  # each frame posed once, in chunks
+    vertices = ClipVertices(pose, params, chunk=3)
+    for t in (5, 0, -1, 4, 1):  # any order: the chunk holding t is posed when needed
+        assert torch.equal(vertices(t), whole[t])
+    with pytest.raises(ValueError, match="frame index"):
+        vertices(7)
+    with pytest.raises(ValueError, match="chunk"):
+        ClipVertices(pose, params, chunk=0)
+    with pytest.raises(TypeError, match="OpenHeadParams"):
+        ClipVertices(pose, [params])
+
+
 def test_single_torch_thread_restores_the_setting():
     before = torch.get_num_threads()
     with single_torch_thread():
@@ -333,6 +362,29 @@ def test_the_pipeline_loop_renders_todays_images(head, layout):
         expected = _todays_path(avatar, params, cameras, size, torch.tensor(pipe.config.background))
         assert frames.shape == expected.shape
         assert (frames - expected).abs().max() <= 1e-4
+
+
+@pytest.mark.gpu
+@torch.no_grad()
+def test_the_loop_on_cuda_gives_the_cpu_images(head, layout):
+    """Issue 20, item 4: the same clip through `pipe.animate` on CUDA (torch re-posing, gsplat's rasterizer) and on
+    the CPU (compiled re-posing, the numba rasterizer): two implementations, the same frames up to float noise."""
+    pipe = FHAvatarPipeline.default(resolution=K)
+    pipe.set_progress_bar_config(disable=True)
+    avatar = _avatar(head, layout, seed=9)
+    avatar.head_model = pipe.head_model
+    source = _track(seed=1)
+    driving = [_track(yaw=10 * math.sin(t), pitch=4 * math.cos(t), expression=0.002, jaw=0.1 * t, seed=t)
+               for t in range(6)]
+    cpu = pipe.animate(avatar, driving, source_track=source, height=96, width=96)
+    pipe.to("cuda")  # moves the shared head model too
+    try:
+        gpu = pipe.animate(avatar.to("cuda"), driving, source_track=source, height=96, width=96)
+    finally:
+        pipe.to("cpu")
+    assert gpu.shape == cpu.shape
+    diff = (gpu.cpu() - cpu).abs()
+    assert diff.mean() < 1e-3 and diff.max() < 0.05, (diff.mean(), diff.max())
 
 
 @pytest.mark.skipif(not REAL.is_dir(), reason="needs shared/data/realfaces")
