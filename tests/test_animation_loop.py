@@ -346,16 +346,22 @@ def _cameras(count: int):
     return transfer_motion(_track(), [_track()] * count)[1]
 
 
-@torch.no_grad()
-def test_the_pipeline_loop_renders_todays_images(head, layout):
-    """A fixed synthetic clip through `pipe.animate` against today's path computed with the plain formulas."""
+def _synthetic_clip(head, layout):
+    """A pipeline, a random full-head avatar on its head model, a source track and 6 driving tracks (head turning,
+    jaw opening)."""
     pipe = FHAvatarPipeline.default(resolution=K)
     pipe.set_progress_bar_config(disable=True)
     avatar = _avatar(head, layout, seed=9)
     avatar.head_model = pipe.head_model
-    source = _track(seed=1)
     driving = [_track(yaw=10 * math.sin(t), pitch=4 * math.cos(t), expression=0.002, jaw=0.1 * t, seed=t)
                for t in range(6)]
+    return pipe, avatar, _track(seed=1), driving
+
+
+@torch.no_grad()
+def test_the_pipeline_loop_renders_todays_images(head, layout):
+    """A fixed synthetic clip through `pipe.animate` against today's path computed with the plain formulas."""
+    pipe, avatar, source, driving = _synthetic_clip(head, layout)
     for size in (64, 96):
         frames = pipe.animate(avatar, driving, source_track=source, height=size, width=size)
         params, cameras = transfer_motion(source, driving)
@@ -369,13 +375,7 @@ def test_the_pipeline_loop_renders_todays_images(head, layout):
 def test_the_loop_on_cuda_gives_the_cpu_images(head, layout):
     """Issue 20, item 4: the same clip through `pipe.animate` on CUDA (torch re-posing, gsplat's rasterizer) and on
     the CPU (compiled re-posing, the numba rasterizer): two implementations, the same frames up to float noise."""
-    pipe = FHAvatarPipeline.default(resolution=K)
-    pipe.set_progress_bar_config(disable=True)
-    avatar = _avatar(head, layout, seed=9)
-    avatar.head_model = pipe.head_model
-    source = _track(seed=1)
-    driving = [_track(yaw=10 * math.sin(t), pitch=4 * math.cos(t), expression=0.002, jaw=0.1 * t, seed=t)
-               for t in range(6)]
+    pipe, avatar, source, driving = _synthetic_clip(head, layout)
     cpu = pipe.animate(avatar, driving, source_track=source, height=96, width=96)
     pipe.to("cuda")  # moves the shared head model too
     try:
