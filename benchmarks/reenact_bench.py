@@ -9,9 +9,9 @@ other (interleaved, so a busy machine slows them alike):
   whole clip, `Avatar.reference_gaussians` per frame (a triangle frame per Gaussian, a dozen [N, ...] tensors), the
   torch value checks, and the renderer's autograd path (fresh arrays, serial sort and tile binning), PyTorch's
   thread settings left alone (it shares the compiled projection and compositing kernels with the new path);
-- animate: `pipe.animate(avatar, tracks)` (transfer, the head posed a frame at a time and the avatar re-posed by
-  compiled kernels, no-gradient render with reused arrays and parallel binning; per frame one torch thread and the
-  numba thread count that renders faster, timed: `fhavatar.animation.FrameThreads`);
+- animate: `pipe.animate(avatar, tracks)` (transfer, the head posed 16 frames per call (`ClipVertices`) and the
+  avatar re-posed by compiled kernels, no-gradient render with reused arrays and parallel binning; per frame one
+  torch thread and the numba thread count that renders faster, timed: `fhavatar.animation.FrameThreads`);
 - render only: the same Gaussians posed beforehand, rendered by the same loop (the floor animate can reach);
 - tracking + animation + render: `pipe.animate(avatar, frames)` on the decoded frames (`track_video` runs first:
   it smooths over the whole clip, so tracking cannot overlap the renders), and tracking alone.
@@ -40,7 +40,8 @@ import torch
 from _timing import Stats, default_clip, default_photo, driving_frames, repeat
 
 from fhavatar import FHAvatarPipeline
-from fhavatar.animation import FrameThreads, frame_params, single_torch_thread, transfer_motion
+from fhavatar.animation import ClipVertices, FrameThreads, frame_params, single_torch_thread, transfer_motion
+from fhavatar.head import _kernels as head_kernels
 from fhavatar.pipeline_inputs import square_pixels
 from fhavatar.rendering import gaussians as gaussians_module
 from fhavatar.rendering import render_gaussians
@@ -68,14 +69,17 @@ def todays_render(gaussians, camera, size: int, background) -> torch.Tensor:  # 
 @contextmanager
 def torch_value_checks():
     """`Gaussians.validate` as before issue 20: the torch checks only (a dozen passes), not the compiled one, on every
-    call (not once per set of Gaussians)."""
+    call (not once per set of Gaussians); OpenHead's expression offsets by the torch formula (same bits)."""
     compiled, unchanged = gaussians_module.values_look_valid, gaussians_module.Gaussians._values_unchanged
+    expression_kernel = head_kernels.matches_torch
     gaussians_module.values_look_valid = lambda *arrays: False
     gaussians_module.Gaussians._values_unchanged = lambda self: False
+    head_kernels.matches_torch = lambda width: False  # the head's expression offsets by the torch formula, as before
     try:
         yield
     finally:
         gaussians_module.values_look_valid, gaussians_module.Gaussians._values_unchanged = compiled, unchanged
+        head_kernels.matches_torch = expression_kernel
 
 
 @torch.no_grad()
@@ -123,12 +127,12 @@ def profile_pass(pipe, avatar, tracks, size: int, top: int = 14) -> None:
     params, cameras = transfer_motion(avatar.source_track, tracks)
     cameras = square_pixels(cameras, size, size)
     background = torch.tensor(pipe.config.background)
-    profiler, threads = cProfile.Profile(), FrameThreads()
+    profiler, threads, vertices = cProfile.Profile(), FrameThreads(), ClipVertices(avatar.pose, params)
     with torch.no_grad():
         profiler.enable()
         for t in range(len(cameras)):
             with threads.frame():
-                gaussians = avatar.gaussians(frame_params(params, t))
+                gaussians = avatar.gaussians(vertices=vertices(t))
                 render_gaussians(gaussians, cameras[t], size, size, background=background).image[0].cpu()
         profiler.disable()
     stats = pstats.Stats(profiler)

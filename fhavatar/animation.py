@@ -175,7 +175,8 @@ class ClipVertices:
         if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
             raise ValueError(f"`chunk` must be a positive int, got {chunk!r}.")
         self.pose, self.params, self.chunk = pose, params, chunk
-        self._start, self._vertices = 0, None
+        # (first frame, its chunk's vertices), read once and replaced whole: threads sharing one stay consistent
+        self._cached: tuple[int, Tensor | None] = (0, None)
 
     def __len__(self) -> int:
         return self.params.batch_size
@@ -185,10 +186,12 @@ class ClipVertices:
         if isinstance(t, bool) or not isinstance(t, int) or not -count <= t < count:
             raise ValueError(f"`t` must be a frame index in [0, {count}), got {t!r}.")
         t %= count
-        if self._vertices is None or not self._start <= t < self._start + len(self._vertices):
-            self._start = t - t % self.chunk
-            self._vertices = self.pose(_frame_range(self.params, self._start, min(self._start + self.chunk, count)))
-        return self._vertices[t - self._start]
+        start, vertices = self._cached
+        if vertices is None or not start <= t < start + len(vertices):
+            start = t - t % self.chunk
+            vertices = self.pose(_frame_range(self.params, start, min(start + self.chunk, count)))
+            self._cached = (start, vertices)
+        return vertices[t - start]
 
 
 @contextmanager

@@ -40,7 +40,7 @@ def expression_offsets(
             partial[:] = 0.0
             for k in range(width):
                 s, w = sources[v, k], weights[v, k]
-                if s < 0 or s >= n_src:  # torch would raise too (no bounds checks here otherwise)
+                if s < 0 or s >= n_src:  # an asset error (torch would raise past the end; no bounds checks here)
                     raise IndexError("expression_sources holds an index outside the face vertices")
                 lane = k % 4 if k < 4 * rows else 0  # the products past the last full group of four go to p0
                 for d in range(3):
@@ -60,19 +60,22 @@ _MATCHES: dict[int, bool] = {}
 MAX_WIDTH = 63
 
 
+def _reproduces_torch(width: int) -> bool:
+    g = torch.Generator().manual_seed(0)
+    expression = torch.randn(2, 468, 3, generator=g) * torch.rand(2, 468, 1, generator=g)
+    sources = torch.randint(0, 468, (4096, width), generator=g)
+    weights = torch.rand(4096, width, generator=g) * (torch.rand(4096, width, generator=g) < 0.7)
+    out = torch.empty(2, 4096, 3)
+    expression_offsets(expression.numpy(), sources.numpy(), weights.numpy(), out.numpy())
+    return torch.equal(out, expression_offsets_torch(expression, sources, weights))
+
+
 def matches_torch(width: int) -> bool:
     """Whether `expression_offsets` reproduces `expression_offsets_torch` bit for bit here for K = `width` (checked
     once per process and width, on random values with OpenHead's sizes, zero weights among them)."""
     if width not in _MATCHES:
         try:
-            g = torch.Generator().manual_seed(0)
-            expression = torch.randn(2, 468, 3, generator=g) * torch.rand(2, 468, 1, generator=g)
-            sources = torch.randint(0, 468, (4096, width), generator=g)
-            weights = torch.rand(4096, width, generator=g) * (torch.rand(4096, width, generator=g) < 0.7)
-            out = torch.empty(2, 4096, 3)
-            expression_offsets(expression.numpy(), sources.numpy(), weights.numpy(), out.numpy())
-            _MATCHES[width] = 0 < width <= MAX_WIDTH and torch.equal(
-                out, expression_offsets_torch(expression, sources, weights))
+            _MATCHES[width] = 0 < width <= MAX_WIDTH and _reproduces_torch(width)
         except Exception:  # noqa: BLE001 - any failure means "use the torch formula"
             logger.exception("compiled expression offsets failed their self-check")
             _MATCHES[width] = False

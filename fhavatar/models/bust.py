@@ -94,21 +94,24 @@ def _ring_parameters(body: np.ndarray, camera: Camera, body_centre: Tensor) -> t
     # The outline of an ellipse (semi-axes a, DEPTH_RATIO a) seen at yaw θ is sqrt(cos² + ratio² sin²) a wide.
     view = camera.position[0] - body_centre.float()
     yaw = math.atan2(float(view[0]), float(view[2]))
-    semi_x = half / math.sqrt(math.cos(yaw) ** 2 + (DEPTH_RATIO * math.sin(yaw)) ** 2)
+    focal = float(camera.pixel_intrinsics(size, size)[0, 0, 0])
+    footprint = depth / focal
+    # (at least half a footprint: a row one pixel wide has no width between its pixel centres)
+    semi_x = (half / math.sqrt(math.cos(yaw) ** 2 + (DEPTH_RATIO * math.sin(yaw)) ** 2)).clamp(min=footprint / 2)
     # The axis passes through the outline's middle, at the body centre's distance from the camera (seen from the
     # side, the middle moves along the head's z, not its x).
     params = torch.stack([middle[:, 0], middle[:, 1], middle[:, 2], semi_x, DEPTH_RATIO * semi_x], -1)
     # The shape (not the height) follows the outline smoothed over the rows around.
     shape = ndimage.gaussian_filter1d(params[:, [0, 2, 3, 4]].numpy(), OUTLINE_SMOOTH * size, axis=0, mode="nearest")
     params[:, [0, 2, 3, 4]] = torch.from_numpy(shape)
-    focal = float(camera.pixel_intrinsics(size, size)[0, 0, 0])
-    return params, row_ids, depth / focal
+    return params, row_ids, footprint
 
 
 def _rings(params: Tensor, footprint: float) -> tuple[Tensor, Tensor, Tensor]:  # [rows, 6] -> [K, 6], [K], [K]
     """All rings (`(centre x, y, centre z, semi-axis x, semi-axis z, front depth ratio)`): each row's, interpolated
     ones where the outline steps out by more than `RING_STEP` footprints (shoulders without terraces or slits), and a
-    lid (the top ring narrowed toward the neck). Returns the rings, the row each belongs to, and which are lid rings."""
+    lid (the top ring narrowed toward the neck, rising by `LID_SLOPE`). Returns the rings, the row each belongs to,
+    and which are lid rings."""
     steps = torch.ones(len(params), dtype=torch.long)
     if len(params) > 1:
         shape = torch.cat([params[:, [0, 2, 3, 4]], (params[:, 4] * params[:, 5])[:, None]], -1)  # + front depth
@@ -224,8 +227,11 @@ def build_bust(
     normals = F.normalize(torch.stack([torch.cos(angle) / ax[ring], torch.zeros_like(angle),
                                        torch.sin(angle) / depth], -1), dim=-1)
     lid_pts = is_lid[ring]
-    slope = torch.stack([torch.cos(angle) * LID_SLOPE, torch.ones_like(angle), torch.sin(angle) * LID_SLOPE], -1)
-    normals[lid_pts] = F.normalize(slope[lid_pts], dim=-1)  # the lid faces up (+y), tilted out by its slope
+    # The lid faces up (+y), tilted out by its slope: it rises LID_SLOPE per unit of x-run, and the run to the same
+    # angle is depth / semi-axis x as long along z (an elliptic cone), so it is steeper front and back.
+    slope = torch.stack([torch.cos(angle) * LID_SLOPE, torch.ones_like(angle),
+                         torch.sin(angle) * LID_SLOPE * ax[ring] / depth], -1)
+    normals[lid_pts] = F.normalize(slope[lid_pts], dim=-1)
     # Seen by the photo's camera; the lid never is (edge-on at best): from above it shows what lies on the shoulders.
     facing = ((normals * (camera.position[0].float() - points)).sum(-1) > 0) & ~is_lid[ring]
     # A flat disc looks the same from both sides: keep normals in the +z half (quat_from_z_to's safe side).

@@ -29,7 +29,7 @@ class Gaussians:
 
     The constructor validates shapes, dtypes and values and raises `ValueError` naming the field. Values that passed
     are not checked again by later `validate` calls (every render runs one) while the fields hold the same tensors,
-    unchanged in place (`Tensor._version`; a write through a `.numpy()` view escapes it).
+    unchanged in place (`Tensor._version`; a write through a `.numpy()` view or `.data` escapes it).
 
     Example:
         ```py
@@ -85,9 +85,10 @@ class Gaussians:
                 )
         if not check_values or n == 0 or self._values_unchanged():
             return
+        snapshot = self._snapshot()  # taken before the checks: a write while they run is not marked as checked
         if device.type == "cpu" and all(getattr(self, f.name).dtype == torch.float32 for f in fields(self)):
             if values_look_valid(*(getattr(self, f.name).detach().numpy() for f in fields(self))):
-                self._values_passed()
+                self._values_passed(snapshot)
                 return  # one compiled pass; otherwise the checks below name the problem
         check_finite_fields(self)
         with torch.no_grad():
@@ -104,14 +105,23 @@ class Gaussians:
                 )
             if self.quats.abs().amax(dim=-1).min() < 1e-12:
                 raise ValueError("Gaussians.quats contains zero quaternions; each row must be a non-zero (w, x, y, z).")
-        self._values_passed()
+        self._values_passed(snapshot)
 
-    def _values_passed(self) -> None:
-        """Remember the tensors whose values passed (and their in-place version counters)."""
+    def _snapshot(self) -> tuple | None:
+        """The fields with their in-place version counters now (None for inference-mode tensors, which keep none:
+        their values are checked every time)."""
         try:
-            self.__dict__["_passed"] = tuple((t, t._version) for t in (getattr(self, f.name) for f in fields(self)))
-        except RuntimeError:  # inference-mode tensors keep no version counter: their values are checked every time
+            return tuple((t, t._version) for t in (getattr(self, f.name) for f in fields(self)))
+        except RuntimeError:
+            return None
+
+    def _values_passed(self, snapshot: tuple | None = None) -> None:
+        """Remember the tensors whose values passed, as they were when the checks began (default: now)."""
+        snapshot = self._snapshot() if snapshot is None else snapshot
+        if snapshot is None:
             self.__dict__.pop("_passed", None)
+        else:
+            self.__dict__["_passed"] = snapshot
 
     def _values_unchanged(self) -> bool:
         """Whether every field is a tensor whose values passed and that was not changed in place since."""

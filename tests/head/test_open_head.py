@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from fhavatar.head import _kernels
 from fhavatar.head.base import HEAD_UNITS_PER_METRE
 from fhavatar.head.canonical_face import DEFAULT_OBJ, LEFT_EYE_CONTOUR, canonical_face
 from fhavatar.head.lbs import axis_angle_to_matrix
@@ -210,8 +211,6 @@ def test_expression_moves_face_vertices_and_drags_their_surroundings(head):
 def test_compiled_expression_offsets_give_the_torch_bits(head):
     """The compiled pass (CPU, float32, no gradient) against the readable formula, on the packaged head and on
     widths whose products do not fill groups of four (PyTorch's order of a short sum)."""
-    from fhavatar.head import _kernels
-
     assert _kernels.matches_torch(head.expression_sources.shape[1]), "OpenHead runs the torch formula here"
     g = torch.Generator().manual_seed(0)
     expression = 0.01 * torch.randn(3, 468, 3, generator=g)
@@ -240,6 +239,12 @@ def test_expression_offsets_keep_gradients_and_other_dtypes(head):
     params.jaw[:, 0] = 0.2
     double = params.to(dtype=torch.float64)  # cast to the model's dtype inside forward
     torch.testing.assert_close(head(double), head(params), atol=1e-6, rtol=0)
+    # float64 offsets take the torch formula (the kernel is float32 only) and agree with the float32 kernel's
+    wide = head.expression_offsets(expression.detach().double())
+    assert wide.dtype == torch.float64
+    torch.testing.assert_close(wide, _kernels.expression_offsets_torch(
+        expression.detach().double(), head.expression_sources, head.expression_weights), atol=0, rtol=0)
+    torch.testing.assert_close(wide.float(), head.expression_offsets(expression.detach()), atol=1e-7, rtol=1e-5)
 
 
 def test_regions_partition_the_cranium(head):

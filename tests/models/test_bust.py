@@ -251,3 +251,23 @@ def test_a_step_in_the_outline_becomes_a_slope(avatar):
     right = torch.tensor([float(pixels[0, rows == r, 0].max()) for r in range(int(chin) // 4, 500 // 4)])
     assert float(right.max() - right.min()) > 20  # the step is there
     assert float(right.diff().abs().max()) < 10  # but spread over rows: no jump of 30 pixels from one to the next
+
+
+def test_a_body_one_pixel_wide_builds_a_thin_finite_bust(avatar):
+    """A row one pixel wide at the bust's resolution has no width between its pixel centres: it still gets a ring
+    (half a footprint across), not a degenerate one whose normals are NaN."""
+    _, avatar = avatar
+    track = avatar.source_track
+    chin = float(track.landmarks[152, 1])
+    matte = np.zeros((512, 512), dtype=np.float32)
+    matte[int(chin) + 10 :, 252:256] = 1.0  # 4 pixels of 512: one of R = 128
+    matte[int(chin) + 60 :, 200:320] = 1.0  # and a body below it
+    image = torch.full((3, 512, 512), 0.5)
+    bust = build_bust(image, torch.from_numpy(matte), torch.zeros(128, 128), track.camera, chin,
+                      torch.tensor([0.0, -0.2, -0.05]))
+    assert bust is not None
+    for name in ("means", "quats", "scales", "colors"):
+        assert bool(torch.isfinite(getattr(bust, name)).all()), name
+    pixels, _ = track.camera.project(bust.means[None], 512, 512)
+    thin = pixels[0, :, 1] < chin + 40  # the one-pixel rows
+    assert bool(thin.any()) and float(pixels[0, thin, 0].max() - pixels[0, thin, 0].min()) < 16
