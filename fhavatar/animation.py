@@ -143,11 +143,15 @@ def frame_params(params: OpenHeadParams, t: int) -> OpenHeadParams:
     """
     if not isinstance(params, OpenHeadParams):
         raise TypeError(f"`params` must be OpenHeadParams (from transfer_motion), got {type(params).__name__}.")
-    count = params.batch_size
+    t = _frame_index(t, params.batch_size)
+    return _frame_range(params, t, t + 1)
+
+
+def _frame_index(t: int, count: int) -> int:
+    """`t` as an index in [0, count) (negative counts from the end), or a `ValueError` naming it."""
     if isinstance(t, bool) or not isinstance(t, int) or not -count <= t < count:
         raise ValueError(f"`t` must be a frame index in [0, {count}), got {t!r}.")
-    t %= count
-    return _frame_range(params, t, t + 1)
+    return t % count
 
 
 def _frame_range(params: OpenHeadParams, start: int, stop: int) -> OpenHeadParams:  # frames [start, stop), views
@@ -183,9 +187,7 @@ class ClipVertices:
 
     def __call__(self, t: int) -> Tensor:  # -> [V, 3]
         count = len(self)
-        if isinstance(t, bool) or not isinstance(t, int) or not -count <= t < count:
-            raise ValueError(f"`t` must be a frame index in [0, {count}), got {t!r}.")
-        t %= count
+        t = _frame_index(t, count)
         start, vertices = self._cached
         if vertices is None or not start <= t < start + len(vertices):
             start = t - t % self.chunk

@@ -147,6 +147,12 @@ def _front_depths(body: np.ndarray, head: np.ndarray, row_ids: np.ndarray) -> Te
     return torch.from_numpy(NECK_FRONT + (1 - NECK_FRONT) * t).float()
 
 
+def _half_depth(depth_back: Tensor, front: Tensor, angle: Tensor) -> Tensor:  # broadcast -> depth at `angle`
+    """A ring's semi-axis along z at `angle`: the back half's, or `front` times it on the front half (+z, the face's
+    side, which may be shallower)."""
+    return depth_back * torch.where(torch.sin(angle) > 0, front, 1.0)
+
+
 def _even_angles(
     semi_x: Tensor,  # [K] the rings' semi-axes along x
     depth_back: Tensor,  # [K] their semi-axes along -z (the back half)
@@ -160,8 +166,7 @@ def _even_angles(
     The arc length is tabulated per ring on a fine grid of angles and inverted by linear interpolation.
     """
     grid = torch.linspace(0, 2 * math.pi, ARC_SAMPLES + 1)  # [M + 1]
-    depth = depth_back[:, None] * torch.where(torch.sin(grid) > 0, front[:, None], 1.0)  # [K, M + 1]
-    x, z = semi_x[:, None] * torch.cos(grid), depth * torch.sin(grid)
+    x, z = semi_x[:, None] * torch.cos(grid), _half_depth(depth_back[:, None], front[:, None], grid) * torch.sin(grid)
     chords = torch.hypot(x.diff(dim=1), z.diff(dim=1))  # [K, M]
     arc = torch.cat([torch.zeros(len(semi_x), 1), chords.cumsum(1)], 1)  # [K, M + 1], from angle 0
     counts = (arc[:, -1] / footprint).ceil().long().clamp(min=8)
@@ -222,7 +227,7 @@ def build_bust(
     # Every ring sampled evenly around (a closed surface from every side).
     cx, y, cz, ax, az_back, front = rings.unbind(-1)
     ring, angle = _even_angles(ax, az_back, front, footprint)
-    depth = az_back[ring] * torch.where(torch.sin(angle) > 0, front[ring], 1.0)  # the front half (+z) may be shallower
+    depth = _half_depth(az_back[ring], front[ring], angle)
     points = torch.stack([cx[ring] + ax[ring] * torch.cos(angle), y[ring], cz[ring] + depth * torch.sin(angle)], -1)
     normals = F.normalize(torch.stack([torch.cos(angle) / ax[ring], torch.zeros_like(angle),
                                        torch.sin(angle) / depth], -1), dim=-1)
