@@ -71,7 +71,8 @@ class AvatarBuilding:
             image = torch.from_numpy(track.image).permute(2, 0, 1).float() / 255.0
             neck = avatar.source_vertices[self.head_model.region("neck")].mean(0).cpu()
             bust = build_bust(image, torch.from_numpy(track.mask), alpha, track.camera.to("cpu"),
-                              float(track.landmarks[CHIN, 1]), neck)
+                              float(track.landmarks[CHIN, 1]), neck,
+                              head_depth=head.depth[0, 0].cpu())
             avatar.bust = None if bust is None else bust.to(self.device)
         avatar.source_track = track
         return avatar, head.image[0].cpu(), alpha

@@ -4,9 +4,10 @@ PanoHead-framed crops show the top of the torso, and the paper's orbits keep it.
 built-in default builds it from the photo: every foreground pixel below the chin that the head avatar does not cover
 lies on a vertical elliptic cylinder (a simple chest), sampled row by row at even steps along each ring so it is
 closed from every side (a body cut by the photo's bottom edge goes on a little below it; a lid sloping up toward the
-neck, as shoulders do, closes the top): points facing the camera take the photo's colour, points facing away (the
-back, which the photo cannot show) and the lid the colour just inside the outline on their side (what wraps around
-the body there: long hair behind the shoulders, a collar, a sleeve). Per image row the cylinder's axis passes through
+neck, as shoulders do, closes the top): points facing the camera take the photo's colour (so does the lid where a
+camera above the shoulders sees it in front of the head), points facing away (the back, which the photo cannot show)
+and the rest of the lid the colour just inside the outline on their side (what wraps around the body there: long
+hair behind the shoulders, a collar, a sleeve). Per image row the cylinder's axis passes through
 the middle of the outline of the foreground part below the chin that holds the neck (the body; a raised hand or a
 second person is not), seen from the photo's camera at the body's distance; its width follows the outline (smoothed
 over a few rows), its depth is `DEPTH_RATIO` of it (only `NECK_FRONT` of that in front, on the rows whose middle the
@@ -192,11 +193,14 @@ def build_bust(
     camera: Camera,  # the photo's camera (batch 1)
     chin_y: float,  # the chin's row in the photo, pixels
     body_centre: Tensor,  # [3] head space, a point on the chest's vertical axis (e.g. the neck's centre)
+    head_depth: Tensor | None = None,  # [R, R] the head's camera-space depth from the photo's camera (0: none)
 ) -> Gaussians | None:
     """Gaussians of the bust the photo shows below the head (None when it shows none).
 
     Works at the resolution R of `head_alpha` (the photo and matte are resampled to it): one ring of Gaussians per
-    row of R, about one Gaussian per pixel footprint around it.
+    row of R, about one Gaussian per pixel footprint around it. `head_depth` (the head's depth where `head_alpha`
+    covers) tells which parts of the lid the head hides from the photo's camera; without it, everything the head
+    covers counts as hidden.
     """
     size = head_alpha.shape[-1]
     photo = F.interpolate(image[None].float(), size=(size, size), mode="area")[0]
@@ -237,8 +241,20 @@ def build_bust(
     slope = torch.stack([torch.cos(angle) * LID_SLOPE, torch.ones_like(angle),
                          torch.sin(angle) * LID_SLOPE * ax[ring] / depth], -1)
     normals[lid_pts] = F.normalize(slope[lid_pts], dim=-1)
-    # Seen by the photo's camera; the lid never is (edge-on at best): from above it shows what lies on the shoulders.
-    facing = ((normals * (camera.position[0].float() - points)).sum(-1) > 0) & ~is_lid[ring]
+    facing = (normals * (camera.position[0].float() - points)).sum(-1) > 0
+    pixels, point_depth = camera.project(points[None], size, size)
+    x = pixels[0, :, 0]
+    col = x.floor().long().clamp(0, size - 1)
+    pixel_row = pixels[0, :, 1].floor().long().clamp(0, size - 1)
+    # A camera looking down on the shoulders sees the lid: where the head does not hide it and the photo shows the
+    # person, it takes the photo's colour at its pixel, as the head's texture does, so the source view shows the
+    # photo there (not a collar's colour over the jaw). Elsewhere (the photo shows background there) the lid keeps
+    # the colour of its side of the outline.
+    behind_head = torch.from_numpy(head)[pixel_row, col]
+    if head_depth is not None:
+        behind_head &= point_depth[0] > head_depth[pixel_row, col]
+    lid_seen = lid_pts & facing & ~behind_head & torch.from_numpy(fg)[pixel_row, col]
+    facing &= ~lid_pts  # a ring point facing the camera: the photo's pixel on its ring's row
     # A flat disc looks the same from both sides: keep normals in the +z half (quat_from_z_to's safe side).
     normals = normals * torch.where(normals[:, 2:] < 0, -1.0, 1.0)
 
@@ -246,18 +262,16 @@ def build_bust(
     # the head's neck or past a concave outline, the nearest body pixel of the row). A point facing away, which the
     # photo cannot show, takes the colour just inside the row's outline on its own side: what wraps around the body
     # there (long hair falling behind the shoulders, the back of a collar or a sleeve), not what is in front of it.
-    pixels, _ = camera.project(points[None], size, size)
-    x = pixels[0, :, 0]
-    col = x.floor().long().clamp(0, size - 1)
     row = torch.from_numpy(row_ids)[owner[ring]]
     row_body = torch.from_numpy(body)[row]  # [P, R]
     left, right, _ = (torch.from_numpy(e) for e in _row_edges(body))
     inset = (BACK_INSET * (right[row] - left[row])).clamp(min=1)
     edge = torch.where(x < (left[row] + right[row]) / 2, left[row] + inset, right[row] - inset)
-    col = torch.where(facing, col, edge.floor().long().clamp(0, size - 1))
+    col = torch.where(facing | lid_seen, col, edge.floor().long().clamp(0, size - 1))
     distance = (torch.arange(size)[None, :] - col[:, None]).abs().float()
     nearest = torch.where(row_body, distance, torch.full_like(distance, float("inf"))).argmin(1)
-    col = torch.where(row_body.gather(1, col[:, None])[:, 0], col, nearest)
+    col = torch.where(row_body.gather(1, col[:, None])[:, 0] | lid_seen, col, nearest)
+    row = torch.where(lid_seen, pixel_row, row)
     if len(points) < MIN_PIXELS:
         return None
     sigma = FOOTPRINT_SIGMA * footprint

@@ -271,3 +271,44 @@ def test_a_body_one_pixel_wide_builds_a_thin_finite_bust(avatar):
     pixels, _ = track.camera.project(bust.means[None], 512, 512)
     thin = pixels[0, :, 1] < chin + 40  # the one-pixel rows
     assert bool(thin.any()) and float(pixels[0, thin, 0].max() - pixels[0, thin, 0].min()) < 16
+
+
+def _lid_seen_from_above(avatar, head_alpha, head_depth):
+    """A bust seen by a camera 40° above the face, built from a photo whose body has a red left side, a blue right
+    side and between them a green that changes with every row."""
+    _, avatar = avatar
+    track = avatar.source_track
+    chin = float(track.landmarks[152, 1])
+    camera = Camera.orbit(1, radius=float(track.camera.position.norm()), elevation_deg=40.0)
+    matte = np.zeros((512, 512), dtype=np.float32)
+    matte[int(chin) + 10 :, 150:360] = 1.0
+    image = torch.zeros(3, 512, 512)
+    image[0, :, 150:175] = 1.0
+    image[2, :, 335:360] = 1.0
+    image[1, :, 175:335] = torch.linspace(0.2, 1, 512)[:, None]
+    bust = build_bust(image, torch.from_numpy(matte), head_alpha, camera, chin, torch.tensor([0.0, -0.2, -0.05]),
+                      head_depth=head_depth)
+    normals = torch.nn.functional.normalize(quat_to_rotmat(bust.quats)[:, :, 2], dim=-1)
+    lid = normals[:, 1].abs() > 0.8  # the upward-facing Gaussians
+    pixels, _ = camera.project(bust.means[None], 128, 128)
+    photo = torch.nn.functional.interpolate(image[None], size=(128, 128), mode="area")[0]
+    at_pixel = photo[:, pixels[0, :, 1].floor().long().clamp(0, 127), pixels[0, :, 0].floor().long().clamp(0, 127)].T
+    on_matte = torch.from_numpy(matte[::4, ::4] > 0.5)[pixels[0, :, 1].floor().long().clamp(0, 127),
+                                                         pixels[0, :, 0].floor().long().clamp(0, 127)]
+    return bust, lid & on_matte, at_pixel, pixels[0]
+
+
+def test_a_lid_the_photos_camera_looks_down_on_takes_the_photos_colour(avatar):
+    """A camera above the shoulders sees the lid: the source view must show the photo there (a jacket's colour
+    drawn over the jaw of a photo taken from above was a wrong avatar), so the lid takes the photo's pixel."""
+    bust, lid, at_pixel, _ = _lid_seen_from_above(avatar, torch.zeros(128, 128), None)
+    assert int(lid.sum()) > 100
+    torch.testing.assert_close(bust.colors[lid], at_pixel[lid], rtol=0, atol=1e-5)
+    # Where the head is in front of the lid (it covers the picture down to the lid's middle, nearer the camera), the lid keeps the
+    # colour of the outline's side instead.
+    head = torch.zeros(128, 128)
+    head[:112] = 1.0
+    hidden, lid, at_pixel, pixels = _lid_seen_from_above(avatar, head, torch.full((128, 128), 1e-3))
+    under_head = lid & (pixels[:, 1] < 112) & (at_pixel[:, 1] > 0.1)  # the photo: green there
+    assert int(under_head.sum()) > 10
+    assert float(hidden.colors[under_head, 1].max()) < 0.05  # the lid: red or blue
