@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,10 +58,21 @@ def _jpeg(image: Image.Image, quality: int) -> Image.Image:
     return Image.open(buffer).convert("RGB")
 
 
+def _turned(image: Image.Image, degrees: float) -> Image.Image:
+    """`image` turned by `degrees` and cut to the largest centred rectangle of its proportions holding no corner of
+    fill (a photo taken with the camera tilted shows the scene there, not a flat colour)."""
+    w, h = image.size
+    c, s = abs(math.cos(math.radians(degrees))), abs(math.sin(math.radians(degrees)))
+    scale = min(w / (w * c + h * s), h / (w * s + h * c))
+    turned = image.rotate(degrees, resample=Image.Resampling.BICUBIC)
+    cw, ch = w * scale, h * scale
+    return turned.crop((round((w - cw) / 2), round((h - ch) / 2), round((w + cw) / 2), round((h + ch) / 2)))
+
+
 #: Changes a photo not in the shared set may show (`--augment`).
 VARIANTS: dict[str, Callable[[Image.Image], Image.Image]] = {
     "mirrored": lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
-    "turned 15°": lambda im: im.rotate(15, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=(128, 128, 128)),
+    "turned 15°": lambda im: _turned(im, 15.0),
     "shrunk to 45 %": lambda im: im.resize((round(im.width * 0.45), round(im.height * 0.45)), Image.Resampling.LANCZOS),
     "cut top and right": lambda im: im.crop((0, round(0.18 * im.height), round(0.8 * im.width), im.height)),
     "dark, JPEG 60": lambda im: _jpeg(ImageEnhance.Brightness(im).enhance(0.6), 60),
@@ -167,7 +180,7 @@ def augmented(pipe: FHAvatarPipeline, size: int, out_dir: Path) -> None:
         photo = Image.open(path).convert("RGB")
         for variant, change in VARIANTS.items():
             name = f"{path.name[:3]} {variant}"
-            f = evaluate(np.asarray(change(photo)), pipe, size, out_dir, name=name.replace(" ", "_").replace("%", ""))
+            f = evaluate(np.asarray(change(photo)), pipe, size, out_dir, name=re.sub(r"[^A-Za-z0-9]+", "_", name))
             rows.append(f)
             print(f"{name:<26s} face PSNR {f['face_psnr']:5.1f} dB  head IoU {f['head_iou']:.3f}  matte PSNR "
                   f"{f['matte_psnr']:5.1f} dB  back texture {f['back_texture']:.3f}  min alpha {f['min_alpha']:.3f}  "
