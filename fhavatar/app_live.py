@@ -148,7 +148,8 @@ class LiveSession:
         self.reenactment, self.seconds = reenactment, seconds
         self.size = AdaptiveSize(sizes, start=min(sizes, key=lambda side: abs(side - LIVE_START_SIZE)))
         self.started = time.monotonic()
-        self.busy = threading.Lock()
+        self.busy = threading.Lock()  # held while a frame is rendered, and to close
+        self.closed = False
         self.last: np.ndarray | None = None  # the last avatar frame, [S, S, 3] uint8
         self.recorded: list[tuple[float, bytes]] = []
         self.answered: collections.deque[float] = collections.deque(maxlen=20)  # times of the last frames
@@ -191,16 +192,23 @@ class LiveSession:
             self.size.update(time.perf_counter() - start)
         return (_scaled_to(self.last, LIVE_VIEW_HEIGHT_PX) if result.image is not None else None), status
 
-    def clip_frames(self, fps: float = RECORD_FPS):
-        """The recorded frames resampled in real time at `fps` (each instant shows the latest frame before it)."""
-        times = [t for t, _ in self.recorded]
-        count = max(1, int((times[-1] - times[0]) * fps) + 1)
-        for k in range(count):
-            index = int(np.searchsorted(times, times[0] + k / fps, side="right")) - 1
-            yield np.asarray(Image.open(io.BytesIO(self.recorded[index][1])).convert("RGB"))
-
     def close(self) -> None:
-        self.reenactment.close()
+        """Free the tracker's graphs, once a frame still rendering is done (the recording stays for the clip)."""
+        with self.busy:
+            if not self.closed:
+                self.closed = True
+                self.reenactment.close()
+
+
+def clip_frames(sessions, fps: float = RECORD_FPS):
+    """The frames recorded by consecutive `sessions` of one stream, resampled in real time at `fps` (each instant
+    shows the latest frame before it; a pause between sessions holds the last frame)."""
+    recorded = [(session.started + t, jpeg) for session in sessions for t, jpeg in session.recorded]
+    times = [t for t, _ in recorded]
+    count = max(1, int((times[-1] - times[0]) * fps) + 1)
+    for k in range(count):
+        index = int(np.searchsorted(times, times[0] + k / fps, side="right")) - 1
+        yield np.asarray(Image.open(io.BytesIO(recorded[index][1])).convert("RGB"))
 
 
 def _scaled_to(image: np.ndarray, side: int) -> np.ndarray:
@@ -231,13 +239,12 @@ class LiveService:
     def _visitor(request) -> str:
         return getattr(request, "session_hash", None) or "api"
 
-    def _end(self, visitor: str) -> None:
-        """Move the visitor's running session to the ended ones (`stop` writes its clip); under `self._lock`."""
+    def _end(self, visitor: str) -> LiveSession | None:
+        """Move the visitor's running session to the ended one (`stop` writes the stream's clip); under
+        `self._lock`. Returns an older ended session it replaces, for the caller to close outside the lock."""
         previous = self._ended.pop(visitor, None)
-        if previous is not None:  # an ended session whose clip was never asked for
-            with previous.busy:
-                previous.close()
         self._ended[visitor] = self._sessions.pop(visitor)
+        return previous
 
     def _start(self, visitor: str, avatar) -> LiveSession:
         if not isinstance(avatar, SessionAvatar):
@@ -263,16 +270,20 @@ class LiveService:
         if camera is None:
             return gr.skip(), gr.skip()
         visitor = self._visitor(request)
+        ended, replaced = None, None
         with self._lock:
             session = self._sessions.get(visitor)
-            if (session is not None and isinstance(avatar, SessionAvatar)
-                    and session.reenactment.avatar is not avatar.avatar):
-                self._end(visitor)  # a new avatar was created meanwhile: a new session for it
-                session = None
-            if session is not None and session.expired:
-                self._end(visitor)
-                return gr.skip(), (f"This live session reached its {self.seconds:g} s limit; its clip is below. While "
-                                   "the camera streams, a new session follows (after anyone waiting for one).")
+            switched = (session is not None and isinstance(avatar, SessionAvatar)
+                        and session.reenactment.avatar is not avatar.avatar)  # a new avatar was created meanwhile
+            if session is not None and (switched or session.expired):
+                ended, replaced, session = session, self._end(visitor), None
+        for old in (replaced, ended):  # (a replaced ended session's frames are not in the clip)
+            if old is not None:
+                old.close()
+        if ended is not None and not switched:
+            return gr.skip(), (f"This live session reached its {self.seconds:g} s limit; its clip comes below when "
+                               "the stream ends. While the camera streams, a new session follows (after anyone "
+                               "waiting for one).")
         try:
             session = session or self._start(visitor, avatar)
         except gr.Error as err:
@@ -281,6 +292,9 @@ class LiveService:
             return None, self.service.user_error(err).message
         if not session.busy.acquire(blocking=False):
             session.dropped += 1
+            return gr.skip(), gr.skip()
+        if session.closed:  # ended (stop, the visitor left, the cap) while this frame waited
+            session.busy.release()
             return gr.skip(), gr.skip()
         try:
             image, status = session.step(np.asarray(camera))
@@ -293,22 +307,25 @@ class LiveService:
     def stop(self, request: gr.Request | None = None):
         """The stream ended: (the session's clip path, or None; the status line)."""
         visitor = self._visitor(request)
-        with self._lock:
-            session = self._ended.pop(visitor, None) or self._sessions.pop(visitor, None)
-        if session is None:
+        with self._lock:  # the stream is over: its ended session (if any) and its running one, in order
+            sessions = [s for s in (self._ended.pop(visitor, None), self._sessions.pop(visitor, None)) if s]
+        if not sessions:
             return gr.skip(), gr.skip()
-        with session.busy:  # a frame still rendering finishes first
-            session.close()
-        if not session.recorded:
+        for session in sessions:
+            session.close()  # (a frame still rendering finishes first)
+        sessions = [session for session in sessions if session.recorded]
+        if not sessions:
             return None, "The live session ended before any face was seen: nothing was recorded."
         try:
-            clip = write_video(self.service.output_dir() / "live.mp4", session.clip_frames(), fps=RECORD_FPS)
+            clip = write_video(self.service.output_dir() / "live.mp4", clip_frames(sessions), fps=RECORD_FPS)
         except Exception as err:
             return None, self.service.user_error(err).message
-        seconds = session.recorded[-1][0] - session.recorded[0][0]
-        rate = (len(session.recorded) - 1) / seconds if seconds > 0 else 0.0
-        return str(clip), (f"Live session over: {len(session.recorded)} frames in {seconds:.0f} s ({rate:.1f} "
-                           f"frames/s, the last at {session.size.side}×{session.size.side} px); its clip is below.")
+        frames = sum(len(session.recorded) for session in sessions)
+        seconds = (sessions[-1].started + sessions[-1].recorded[-1][0]) - (sessions[0].started + sessions[0].recorded[0][0])
+        rate = (frames - 1) / seconds if seconds > 0 else 0.0
+        side = sessions[-1].size.side
+        return str(clip), (f"Live session over: {frames} frames in {seconds:.0f} s ({rate:.1f} frames/s, the last at "
+                           f"{side}×{side} px); its clip is below.")
 
     def forget(self, request: gr.Request | None = None) -> None:
         """The visitor left: close their sessions."""

@@ -92,6 +92,11 @@ def test_a_frame_that_finds_the_session_busy_is_dropped(service, avatar, clip):
     assert session.dropped == 1 and session.frames == 1
     assert isinstance(live.frame(clip[2], avatar, visitor("c"))[0], np.ndarray)
     live.stop(visitor("c"))
+    assert session.closed and session.frames == 2
+    # a frame that got the session just before the stream ended renders nothing on the closed tracker
+    live._sessions["c"] = session
+    assert live.frame(clip[3], avatar, visitor("c")) == (gr.skip(), gr.skip()) and session.frames == 2
+    live._sessions.pop("c")
 
 
 def test_one_session_per_visitor_and_the_time_limit(service, created, avatar, clip):
@@ -105,16 +110,22 @@ def test_one_session_per_visitor_and_the_time_limit(service, created, avatar, cl
     time.sleep(0.6)
     image, status = live.frame(clip[2], avatar, visitor("d"))
     assert image == gr.skip() and "reached its 0.5 s" in status and "d" not in live._sessions
+    assert first.closed  # its tracker freed at once; its frames kept for the clip
     image, status = live.frame(clip[3], avatar, visitor("d"))  # streaming on: a new session
     assert status.startswith("Live:") and live._sessions["d"] is not first
-    clip_path, status = live.stop(visitor("d"))  # the stream's end writes the ended session's clip
-    assert clip_path and status.startswith("Live session over: 2 frames")
-    # another avatar in the state (Create again) starts a new session for it; the old one's clip is still offered
+    clip_path, status = live.stop(visitor("d"))  # the stream's end: one clip of both sessions, both closed
+    assert clip_path and status.startswith("Live session over: 3 frames")
+    assert "d" not in live._sessions and "d" not in live._ended
+    # another avatar in the state (Create again) starts a new session for it; the clip holds the stream's frames
+    live.frame(clip[4], avatar, visitor("d"))
     second = live._sessions["d"]
+    assert second.elapsed < 5  # a fresh session, not one left over from the stream before
     other = SessionAvatar(service.avatar_from_file(created[5]), "other")
-    assert live.frame(clip[4], other, visitor("d"))[1].startswith("Live:")
+    assert live.frame(clip[5], other, visitor("d"))[1].startswith("Live:")
     assert live._sessions["d"] is not second and live._sessions["d"].reenactment.avatar is other.avatar
-    assert live.stop(visitor("d"))[1].startswith("Live session over: 1 frames")  # `second`'s clip
+    assert second.closed
+    assert live.stop(visitor("d"))[1].startswith("Live session over: 2 frames")  # `second`'s and the new one's
+    assert "d" not in live._sessions and "d" not in live._ended
     for name in ("d", "e"):
         live.forget(visitor(name))
     assert not live._sessions and not live._ended

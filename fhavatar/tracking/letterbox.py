@@ -50,6 +50,8 @@ def find_bars(frames: Sequence[np.ndarray] | np.ndarray) -> Bars:  # [T, H, W, 3
     is a bar only if it is dark in every frame), as line counts `(top, bottom, left, right)`; zeros when none."""
     if isinstance(frames, np.ndarray) and frames.ndim == 3:
         frames = [frames]
+    elif not isinstance(frames, (np.ndarray, Sequence)):  # an iterator: read twice below (maxima, then line means)
+        frames = list(frames)
     rows_max, cols_max = None, None
     for frame in frames:  # frame by frame (a long clip is never stacked), with reductions over contiguous memory
         if frame.ndim != 3 or frame.shape[-1] != 3:  # (too small a picture is the caller's to refuse)

@@ -52,6 +52,10 @@ def test_a_clips_bar_must_be_dark_in_every_frame():
         frame[-6:] = 0
     assert find_bars(frames) == (0, 6, 0, 0)
     assert find_bars(np.stack(frames)) == (0, 6, 0, 0)
+    assert find_bars(iter(frames)) == (0, 6, 0, 0)  # frames as they are decoded, read once
+    dark = np.zeros((60, 80, 3), np.uint8)
+    dark[:, 20] = 255  # a black frame with one bright column: the columns left of it are a bar, whatever the input
+    assert find_bars(iter([dark])) == find_bars([dark]) == (0, 0, 20, 0)
     frames[1][-6:, 40] = 200  # something crosses the band in one frame: not a bar
     assert find_bars(frames) == (0, 0, 0, 0)
     for frame in remove_bars([f.copy() for f in frames]):
