@@ -28,12 +28,14 @@ __all__ = [
     "axis_rotation_np",
     "head_angles",
     "matrix_to_axis_angle",
+    "nearest_rotation_np",
     "quat_from_z_to",
     "quat_multiply",
     "quat_to_axis_angle",
     "quat_to_rotmat",
     "rotation_from_angles",
     "rotmat_to_quat",
+    "similarity_fit_np",
     "skew",
     "skew_np",
 ]
@@ -198,6 +200,29 @@ def axis_rotation(
 def axis_rotation_np(axis: int, angle: float) -> np.ndarray:  # [3, 3] float64
     """`axis_rotation` of one angle (radians), as a float64 numpy matrix."""
     return axis_rotation(axis, torch.tensor(float(angle), dtype=torch.float64)).numpy()
+
+
+def nearest_rotation_np(matrices: np.ndarray) -> np.ndarray:  # [..., 3, 3] -> [..., 3, 3] float64
+    """The rotation nearest each matrix (Frobenius; SVD, reflections excluded): an average of rotation matrices
+    (smoothed poses: the chordal mean) projected back onto SO(3)."""
+    u, _, vt = np.linalg.svd(np.asarray(matrices, dtype=np.float64))
+    u[..., :, 2] *= np.sign(np.linalg.det(u @ vt))[..., None]
+    return u @ vt
+
+
+def similarity_fit_np(
+    source: np.ndarray,  # [N, 3]
+    target: np.ndarray,  # [N, 3]
+) -> tuple[float, np.ndarray, np.ndarray]:  # scale, rotation [3, 3], translation [3] (float64)
+    """Least-squares similarity `target ≈ scale * rotation @ source + translation` (Umeyama, no reflection)."""
+    source, target = np.asarray(source, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    mean_source, mean_target = source.mean(0), target.mean(0)
+    a, b = source - mean_source, target - mean_target
+    u, sig, vt = np.linalg.svd(b.T @ a)
+    d = np.array([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
+    rotation = (u * d) @ vt
+    scale = float((sig * d).sum() / (a**2).sum())
+    return scale, rotation, mean_target - scale * rotation @ mean_source
 
 
 # ---------------------------------------------------------------------------------------------- head pose

@@ -15,12 +15,14 @@ from fhavatar.rotations import (
     axis_rotation_np,
     head_angles,
     matrix_to_axis_angle,
+    nearest_rotation_np,
     quat_from_z_to,
     quat_multiply,
     quat_to_axis_angle,
     quat_to_rotmat,
     rotation_from_angles,
     rotmat_to_quat,
+    similarity_fit_np,
     skew,
     skew_np,
 )
@@ -99,3 +101,32 @@ def test_quat_from_z_to_takes_z_onto_each_direction():
     torch.testing.assert_close(quats[0], torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64))
     moved = quat_to_rotmat(quats) @ torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
     torch.testing.assert_close(moved, directions, atol=1e-9, rtol=0)
+
+
+def test_nearest_rotation_projects_averages_back_onto_rotations():
+    rotations = axis_angle_to_matrix(_random_axis_angles(8)).numpy()  # [8, 3, 3]
+    np.testing.assert_allclose(nearest_rotation_np(rotations), rotations, atol=1e-12)  # a rotation is its own
+    mean = (rotations[:-1] + rotations[1:]) / 2  # chordal means: not rotations
+    assert np.abs(np.linalg.det(mean) - 1).max() > 1e-3
+    nearest = nearest_rotation_np(mean)
+    np.testing.assert_allclose(nearest @ np.swapaxes(nearest, -1, -2), np.broadcast_to(np.eye(3), (7, 3, 3)), atol=1e-12)
+    np.testing.assert_allclose(np.linalg.det(nearest), 1.0, atol=1e-12)
+    # the mean of two rotations projects onto the midway rotation (same axis, half the relative angle)
+    a, b = rotations[0], rotations[1]
+    half = axis_angle_to_matrix(matrix_to_axis_angle(torch.from_numpy(a.T @ b)) / 2).numpy()
+    np.testing.assert_allclose(nearest_rotation_np((a + b) / 2), a @ half, atol=1e-9)
+    flip = np.diag([1.0, 1.0, -1.0])  # a reflection: the nearest proper rotation, never a reflection
+    assert np.linalg.det(nearest_rotation_np(flip)) > 0
+
+
+def test_similarity_fit_recovers_a_known_similarity():
+    rng = np.random.default_rng(3)
+    source = rng.normal(size=(40, 3))
+    rotation = axis_angle_to_matrix_np(np.array([0.3, -0.7, 0.2]))
+    target = 2.5 * source @ rotation.T + np.array([4.0, -1.0, 0.5])
+    scale, fitted, translation = similarity_fit_np(source, target)
+    assert scale == pytest.approx(2.5, abs=1e-12)
+    np.testing.assert_allclose(fitted, rotation, atol=1e-12)
+    np.testing.assert_allclose(translation, [4.0, -1.0, 0.5], atol=1e-12)
+    mirrored = target * np.array([-1.0, 1.0, 1.0])  # a mirror image is fitted by a rotation, not a reflection
+    assert np.linalg.det(similarity_fit_np(source, mirrored)[1]) > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields, replace
 from typing import Any
 
 import torch
@@ -10,7 +11,7 @@ from torch import Tensor
 
 from .._checks import count_non_finite
 
-__all__ = ["HEAD_UNITS_PER_METRE", "HeadModel", "REGION_NAMES", "check_buffer_tensors", "mesh_buffer_specs"]
+__all__ = ["HEAD_UNITS_PER_METRE", "HeadModel", "REGION_NAMES", "check_buffer_tensors", "mesh_buffer_specs", "params_to"]
 
 #: Head-space units per metre. PanoHead's cameras (radius 2.7, normalised focal 4.2647, i.e. a 13.4° vertical
 #: field of view) see 2.7 / 4.2647 = 0.633 units of height at the head centre; PanoHead's full-head crops give
@@ -132,3 +133,13 @@ class HeadModel(ModelMixin, ConfigMixin):
         for corner in range(3):
             normals.index_add_(1, self.faces[:, corner], face_n)
         return normals / normals.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+
+
+def params_to(params, *args, **kwargs):
+    """A head-parameter dataclass with every tensor moved/cast by `Tensor.to(*args, **kwargs)`: `params` itself
+    when no tensor changes (as `Tensor.to` returns itself), so a per-frame call that moves nothing builds and checks
+    no copy."""
+    moved = {f.name: getattr(params, f.name).to(*args, **kwargs) for f in fields(params)}
+    if all(moved[name] is getattr(params, name) for name in moved):
+        return params
+    return replace(params, **moved)

@@ -24,7 +24,7 @@ from torch import Tensor
 from .._checks import check_float_fields
 from ..io import read_safetensors
 from ..rotations import axis_angle_to_matrix
-from .base import HEAD_UNITS_PER_METRE, HeadModel, check_buffer_tensors, mesh_buffer_specs
+from .base import HEAD_UNITS_PER_METRE, HeadModel, check_buffer_tensors, mesh_buffer_specs, params_to
 from .lbs import linear_blend_skinning
 
 __all__ = [
@@ -103,8 +103,8 @@ class FLAMEParams:
                 )
 
     def to(self, *args, **kwargs) -> FLAMEParams:
-        """A copy with every tensor moved/cast by `Tensor.to(*args, **kwargs)`."""
-        return FLAMEParams(**{f.name: getattr(self, f.name).to(*args, **kwargs) for f in fields(self)})
+        """A copy with every tensor moved/cast by `Tensor.to(*args, **kwargs)` (`self` when nothing changes)."""
+        return params_to(self, *args, **kwargs)
 
 
 class FLAME(HeadModel):

@@ -22,7 +22,7 @@ from .._checks import check_finite_fields, check_float_fields
 from ..io import read_safetensors
 from ..rotations import axis_angle_to_matrix
 from . import _kernels
-from .base import HEAD_UNITS_PER_METRE, HeadModel, check_buffer_tensors, mesh_buffer_specs
+from .base import HEAD_UNITS_PER_METRE, HeadModel, check_buffer_tensors, mesh_buffer_specs, params_to
 from .lbs import linear_blend_skinning
 
 __all__ = [
@@ -98,8 +98,8 @@ class OpenHeadParams:
         check_finite_fields(self)
 
     def to(self, *args, **kwargs) -> OpenHeadParams:
-        """A copy with every tensor moved/cast by `Tensor.to(*args, **kwargs)`."""
-        return OpenHeadParams(**{f.name: getattr(self, f.name).to(*args, **kwargs) for f in fields(self)})
+        """A copy with every tensor moved/cast by `Tensor.to(*args, **kwargs)` (`self` when nothing changes)."""
+        return params_to(self, *args, **kwargs)
 
 
 class OpenHead(HeadModel):
@@ -194,7 +194,7 @@ class OpenHead(HeadModel):
                 and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
                 and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
                 and _kernels.matches_torch(self.expression_sources.shape[1])):
-            out = torch.empty(expression.shape[0], self.num_vertices, 3)
+            out = torch.empty(expression.shape[0], self.num_vertices, 3, dtype=torch.float32)
             _kernels.expression_offsets(expression.detach().contiguous().numpy(), self.expression_sources.numpy(),
                                         self.expression_weights.detach().contiguous().numpy(), out.numpy())
             return out
@@ -211,10 +211,7 @@ class OpenHead(HeadModel):
         """
         self._check_params_type(params)
         params.validate()
-        like = self.template_vertices
-        if any(getattr(params, f.name).device != like.device or getattr(params, f.name).dtype != like.dtype
-               for f in fields(params)):  # a copy validates again: only when something moves
-            params = params.to(device=like.device, dtype=like.dtype)
+        params = params.to(device=self.template_vertices.device, dtype=self.template_vertices.dtype)
         batch = params.batch_size
         rest = self.template_vertices[None] + self.expression_offsets(params.expression)  # [B, V, 3]
         offsets = self._rest_offsets(rest_offsets, batch, rest)

@@ -38,6 +38,7 @@ import numpy as np
 
 from ..head.canonical_face import canonical_face
 from ..rendering.cameras import PANOHEAD_FOCAL, PANOHEAD_RADIUS
+from ..rotations import similarity_fit_np
 
 __all__ = [
     "CROP_CENTRE_CM",
@@ -97,13 +98,7 @@ def fit_canonical_face(landmarks: np.ndarray) -> tuple[float, np.ndarray, np.nda
     """
     keep, canon = _canonical_fit_points()
     pts = np.asarray(landmarks, dtype=np.float64)[keep]
-    mc, mp = canon.mean(0), pts.mean(0)
-    a, b = canon - mc, pts - mp
-    u, sig, vt = np.linalg.svd(b.T @ a)
-    d = np.array([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
-    rot = (u * d) @ vt
-    scale = float((sig * d).sum() / (a**2).sum())
-    trans = mp - scale * rot @ mc
+    scale, rot, trans = similarity_fit_np(canon, pts)
     resid = pts - (scale * canon @ rot.T + trans)
     rms_cm = float(np.sqrt((resid**2).sum(1).mean()) / max(scale, 1e-12))
     return scale, rot, trans, rms_cm

@@ -39,7 +39,7 @@ import torch
 from ..head.open_head import NUM_FACE_VERTICES, OpenHead, OpenHeadParams
 from ..io import load_image
 from ..rendering.cameras import PANOHEAD_FOCAL, Camera
-from ..rotations import HEAD_TO_CAMERA, axis_angle_to_matrix_np, head_angles, rotation_from_angles, skew_np
+from ..rotations import HEAD_TO_CAMERA, axis_angle_to_matrix_np, head_angles, rotation_from_angles, similarity_fit_np, skew_np
 from .align import _EYE_CONTOURS, DEFAULT_CROP_SIZE, compute_crop
 from .face_track import FaceTrack
 from .fit_flame import fit_flame
@@ -162,13 +162,10 @@ def _project(points: np.ndarray, rotation: np.ndarray, translation: np.ndarray, 
 # ---------------------------------------------------------------------------------------------- the OpenHead fit
 def _similarity_init(lm: np.ndarray, arrays: _HeadArrays, size: int, stable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Umeyama fit of the camera-axes template to the `stable` landmarks (x, y, MediaPipe z) -> (R, t)."""
-    canon = arrays.face[stable] @ HEAD_TO_CAMERA.T
     pts = lm[stable]
-    a, b = canon - canon.mean(0), pts - pts.mean(0)
-    u, sig, vt = np.linalg.svd(b.T @ a)
-    d = np.array([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
-    rot = (u * d) @ vt @ HEAD_TO_CAMERA  # head space -> camera
-    scale = float((sig * d).sum() / (a**2).sum())  # pixels per head unit at the depth of the stable points
+    # pixels per head unit at the depth of the stable points; the rotation of the camera-axes template
+    scale, rot, _ = similarity_fit_np(arrays.face[stable] @ HEAD_TO_CAMERA.T, pts)
+    rot = rot @ HEAD_TO_CAMERA  # head space -> camera
     if not scale > 0:
         raise ValueError("`landmarks` do not look like a face (the similarity fit has a non-positive scale).")
     f = PANOHEAD_FOCAL * size

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..head.open_head import OpenHead
 from ..io import read_video, to_uint8_frames
+from ..rotations import nearest_rotation_np
 from .align import DEFAULT_CROP_SIZE, CropTransform, compute_crop
 from .face_track import FaceTrack
 from .fit import _arrays, _rigid, fit_open_head, make_track
@@ -137,9 +138,7 @@ def track_video(
             pose = _rigid(lm, arrays, DEFAULT_CROP_SIZE, pose)
             rotations[i], translations[i] = pose
         rotations = smooth_sequence(rotations.reshape(num, 9), smoothing).reshape(num, 3, 3)
-        u, _, vt = np.linalg.svd(rotations)  # back onto SO(3) (chordal mean)
-        u[:, :, 2] *= np.sign(np.linalg.det(u @ vt))[:, None]
-        rotations = u @ vt
+        rotations = nearest_rotation_np(rotations)  # back onto SO(3) (chordal mean)
         translations = smooth_sequence(translations, smoothing)
         tracks = []
         for i in range(num):
@@ -218,9 +217,8 @@ class LiveTracker:
         crop_landmarks = crop.apply(landmarks)
         self._rigid = _rigid(crop_landmarks, self._arrays, DEFAULT_CROP_SIZE, self._rigid)
         pose = self._pose(np.concatenate([self._rigid[0].reshape(9), self._rigid[1]]))
-        u, _, vt = np.linalg.svd(pose[:9].reshape(3, 3))  # back onto SO(3) (chordal mean)
-        u[:, 2] *= np.sign(np.linalg.det(u @ vt))
-        fit = fit_open_head(crop_landmarks, self.head, DEFAULT_CROP_SIZE, pose=(u @ vt, pose[9:]))
+        rotation = nearest_rotation_np(pose[:9].reshape(3, 3))  # back onto SO(3) (chordal mean)
+        fit = fit_open_head(crop_landmarks, self.head, DEFAULT_CROP_SIZE, pose=(rotation, pose[9:]))
         return make_track(crop.warp(frame), None, crop, crop_landmarks, fit)
 
     def close(self) -> None:

@@ -247,6 +247,21 @@ def test_expression_offsets_keep_gradients_and_other_dtypes(head):
     torch.testing.assert_close(wide.float(), head.expression_offsets(expression.detach()), atol=1e-7, rtol=1e-5)
 
 
+def test_params_to_copies_only_what_moves(head):
+    """`OpenHeadParams.to` is `Tensor.to` for the record: itself when nothing changes (the per-frame call inside
+    `OpenHead.forward` builds and re-checks no copy), a checked copy with the same values when something does."""
+    params = head.neutral_params()
+    params.jaw[:, 0] = 0.2
+    assert params.to(torch.float32) is params and params.to("cpu") is params
+    double = params.to(dtype=torch.float64)
+    assert double is not params and double.jaw.dtype == torch.float64 and params.jaw.dtype == torch.float32
+    torch.testing.assert_close(double.jaw, params.jaw.double(), atol=0, rtol=0)
+    params.jaw[:, 1] = float("nan")  # written in place: a copy is checked, the record itself is not re-checked
+    assert params.to(torch.float32) is params
+    with pytest.raises(ValueError, match="must be finite"):
+        params.to(torch.float64)
+
+
 def test_regions_partition_the_cranium(head):
     masks = head.region_masks
     assert masks.any(0).all() and torch.equal(head.region("face"), torch.arange(head.num_vertices) < 468)
